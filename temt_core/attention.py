@@ -1,0 +1,95 @@
+"""TEM-t attention: positions address the memory, stimuli fill it.
+
+    z = LN(e)                       a plain z-score of each position (layer norm with fixed weights)
+    q_t = z_t W_e,  k_tau = z_tau W_e            queries and keys from positions only
+    v_tau = x_tau W_x                            values from stimuli only (x one-hot: a row of W_x)
+    a_t,tau = softmax_tau( beta_t q_t . k_tau ),  over the memories tau the query may see (strictly earlier)
+    beta_t = multiplier * log(n_t) / sqrt(d_k),   n_t = number of memories step t can see
+    logits_t = (sum_tau a_t,tau v_tau) W_out + b    prediction of the stimulus at step t
+
+The softmax weights a_t,tau are the *memory neurons* (one neuron per stored memory) and are returned for analysis.
+
+Scaling. The paper weights the softmax by log(n_memories) so that retrieval does not dilute as memories
+accumulate: with a match of similarity s above n others, the matching weight is about n^(c s)/(n^(c s) + n),
+the same for every n. The paper does not say whether this replaces 1/sqrt(d); we keep 1/sqrt(d) as in any
+transformer and multiply by log(n) (and an optional fixed multiplier, spec L7). A learned scale would be
+redundant: W_e's norm already sets the sharpness.
+
+Cost. scores are computed as (z_q W_e W_e^T) z_k^T: stored memories keep only their z (detached), and this
+order avoids projecting every stored memory again each chunk while giving W_e exactly the gradient of
+q . k. Time O(B T K E), memory O(B T K) per chunk of T queries over K keys; streaming chunks bound it.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def zscore(e: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """LN(e) with fixed weights: zero mean, unit variance over the last axis. Not inside the recurrence."""
+    return F.layer_norm(e, e.shape[-1:], eps=eps)
+
+
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """softmax over the last axis restricted to mask; rows with nothing to attend to are all zero.
+
+    A finite fill value (not -inf) keeps empty rows and their gradients free of NaN.
+    """
+    filled = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    probs = torch.softmax(filled, dim=-1)
+    return probs * mask.any(-1, keepdim=True).to(probs.dtype)
+
+
+class TEMtAttention(nn.Module):
+    """One TEM-t attention read: positions query the (position, stimulus) memories.
+
+    Args:
+        pos_dim: E, size of the position encodings.
+        n_stimuli: n_x, number of distinct stimuli (one-hot observations).
+        key_dim: d_k, width of W_e (default E).
+        value_dim: d_v, width of W_x (default n_x).
+        multiplier: fixed extra factor on beta (1.0 = the paper's log(n) scaling alone).
+    """
+
+    def __init__(self, pos_dim: int, n_stimuli: int, key_dim: int | None = None, value_dim: int | None = None,
+                 multiplier: float = 1.0):
+        super().__init__()
+        if multiplier <= 0:
+            raise ValueError(f"multiplier must be positive, got {multiplier}")
+        self.pos_dim, self.n_stimuli = pos_dim, n_stimuli
+        self.key_dim = key_dim or pos_dim
+        self.value_dim = value_dim or n_stimuli
+        self.multiplier = multiplier
+        self.W_e = nn.Parameter(torch.empty(pos_dim, self.key_dim))
+        nn.init.orthogonal_(self.W_e)          # q . k = z . z' at init when d_k = E: similarity of positions
+        self.W_x = nn.Embedding(n_stimuli, self.value_dim)
+        self.readout = nn.Linear(self.value_dim, n_stimuli)
+
+    def query(self, z_q: torch.Tensor) -> torch.Tensor:
+        """(.., E) -> (.., E): z_q W_e W_e^T, so that query(z_q) . z_k = q . k."""
+        return z_q @ (self.W_e @ self.W_e.t())
+
+    def forward(self, z_q: torch.Tensor, z_k: torch.Tensor, x_k: torch.Tensor, mask: torch.Tensor,
+                q_tilde: torch.Tensor | None = None):
+        """
+        z_q:  (B, T, E) z-scored query positions
+        z_k:  (B, K, E) z-scored memory positions
+        x_k:  (B, K) stimulus ids stored with each memory
+        mask: (B, T, K) bool, True where query t may read memory k (strictly earlier, same world, stored)
+        returns logits (B, T, n_x) and memory-neuron activations (B, T, K)
+        """
+        q_tilde = self.query(z_q) if q_tilde is None else q_tilde
+        scores = q_tilde @ z_k.transpose(1, 2)                              # (B, T, K)
+        n = mask.sum(-1, keepdim=True).clamp(min=1).to(scores.dtype)       # (B, T, 1)
+        beta = self.multiplier * torch.log(n) / math.sqrt(self.key_dim)
+        probs = masked_softmax(scores * beta, mask)                         # (B, T, K) memory neurons
+        values = self.W_x(x_k)                                              # (B, K, d_v)
+        logits = self.readout(probs @ values)                               # (B, T, n_x)
+        return logits, probs
+
+    def extra_repr(self) -> str:
+        return (f"pos_dim={self.pos_dim}, n_stimuli={self.n_stimuli}, key_dim={self.key_dim}, "
+                f"value_dim={self.value_dim}, multiplier={self.multiplier}")

@@ -1,0 +1,313 @@
+"""TEM-t, the TEM-transformer (Whittington, Warren & Behrens, ICLR 2022), as one model.
+
+    actions (B, T) --RecurrentPositions--> e_pi (B, T, E) --[LandmarkCorrection]--> e (B, T, E)
+    stimuli (B, T) ------------------------------------------------------------+
+    memories of earlier chunks + this chunk's (e, x) --TEMtAttention--> logits (B, T, n_x), memory neurons
+
+At step t the agent has just arrived (by actions[:, t]) at a node whose stimulus x[:, t] it has not seen yet:
+the path-integrated position e_pi[:, t] queries every memory stored strictly earlier in the same world and
+predicts x[:, t] (this is the prediction that measures zero-shot inference). Then the stimulus is seen: with
+landmark correction, x[:, t] retrieves a stored position and a gate pulls e_pi towards it; the (corrected)
+position and the stimulus are stored as a new memory, unless the same conjunction is already stored.
+
+Two execution paths, equal to float tolerance (tests/core/test_model.py):
+    parallel    no landmark correction: positions for the whole chunk at once (RecurrentPositions' fused or scan
+                path), then one masked attention over [stored memories; this chunk's memories]
+    sequential  one step at a time; needed for landmark correction (each correction reads memories written by
+                the corrections before it) and used as the plain reference the parallel path is tested against
+
+Losses (TEM's set; parts are returned unweighted, `loss` is the weighted sum):
+    x_pi      cross-entropy of the prediction from the path-integrated position   (on loss_mask steps)
+    x_corr    cross-entropy of the prediction from the corrected position         (landmark only)
+    g         squared error between path-integrated and corrected positions       (landmark only)
+    reg_e     L2 of the positions, sum over units, mean over steps                (TEM: 0.01)
+    reg_w     L2 of the transition updates U_a = W_a - I                          (spec: 0.001)
+
+Quick use:
+    model = TEMt(TEMtConfig(n_actions=5, n_stimuli=45))
+    state = None
+    for x, actions, revisit in chunks:                 # (B, T) each
+        out = model(x, actions, state, loss_mask=revisit)
+        out.loss.backward(); opt.step(); opt.zero_grad()
+        state = out.state                              # detached: truncated backprop
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attention import TEMtAttention, zscore
+from .landmark import QUERIES, LandmarkCorrection
+from .memory import MemoryStore, concat, find_duplicates, slot_ids
+from .positions import ACTIVATIONS, METHODS, RESET, TRANSITIONS, RecurrentPositions
+from .validation import check_index_tensor, check_shape
+
+
+@dataclass
+class TEMtConfig:
+    # task
+    n_actions: int = 5                  # square grid: stay + 4 moves (TEM)
+    n_stimuli: int = 45                 # n_x one-hot observations (TEM)
+    # recurrent positions
+    pos_dim: int = 128                  # E; TEM's g has 120 units in 5 modules
+    activation: str = "relu"            # sigma; the paper found grid cells with 'linear' and 'relu'
+    bound: float | None = 1.0           # clamp e to [-bound, bound] after sigma (TEM clamps g to [-1, 1])
+    transition: str = "matrix"          # 'matrix': free U_a; 'mlp': TEM's MLP of the one-hot action
+    transition_init_std: float = 0.0    # 0 = TEM: every action starts as a no-op (W_a = I)
+    stay_action: int | None = 0         # this action's transition is exactly the identity
+    n_modules: int = 1                  # >1: block-diagonal transitions (TEM's frequency modules)
+    recurrence: str = "auto"            # 'auto' | 'fused' | 'loop' | 'scan' (see positions.py)
+    # attention
+    key_dim: int | None = None          # d_k of W_e (None: pos_dim)
+    value_dim: int | None = None        # d_v of W_x (None: n_stimuli)
+    attention_multiplier: float = 1.0   # fixed factor on log(n)/sqrt(d_k) (spec L7 sweeps it)
+    dedup_threshold: float | None = 0.95  # cosine above which a same-stimulus memory counts as a repeat
+    max_memories: int | None = None     # per batch slot; oldest dropped first. None: only world resets clear it
+    # landmark correction
+    landmark: str | None = None         # None | 'stimulus' | 'product' (the paper's suggested query)
+    landmark_key_dim: int = 32
+    # loss weights
+    w_x_pi: float = 1.0
+    w_x_corr: float = 1.0
+    w_g: float = 1.0
+    w_reg_e: float = 0.01               # TEM's L2 on g
+    w_reg_w: float = 0.001              # spec L3: weight L2 0.001, on the transition updates
+
+    def __post_init__(self):
+        problems = []
+        for name in ("n_actions", "n_stimuli", "pos_dim", "n_modules", "landmark_key_dim"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.activation not in ACTIVATIONS:
+            problems.append(f"activation must be one of {ACTIVATIONS} (got {self.activation!r})")
+        if self.transition not in TRANSITIONS:
+            problems.append(f"transition must be one of {TRANSITIONS} (got {self.transition!r})")
+        if self.recurrence not in METHODS:
+            problems.append(f"recurrence must be one of {METHODS} (got {self.recurrence!r})")
+        if self.recurrence == "scan" and (self.activation != "linear" or self.bound is not None):
+            problems.append("recurrence='scan' needs activation='linear' and bound=None")
+        if self.landmark is not None and self.landmark not in QUERIES:
+            problems.append(f"landmark must be None or one of {QUERIES} (got {self.landmark!r})")
+        if self.stay_action is not None and not 0 <= self.stay_action < self.n_actions:
+            problems.append(f"stay_action must be in [0, n_actions={self.n_actions}) or None "
+                            f"(got {self.stay_action})")
+        if self.pos_dim % self.n_modules:
+            problems.append(f"n_modules={self.n_modules} must divide pos_dim={self.pos_dim}")
+        if self.dedup_threshold is not None and not -1 < self.dedup_threshold < 1:
+            problems.append(f"dedup_threshold must be in (-1, 1) or None (got {self.dedup_threshold})")
+        if self.max_memories is not None and self.max_memories < 1:
+            problems.append(f"max_memories must be >= 1 or None (got {self.max_memories})")
+        if self.bound is not None and self.bound <= 0:
+            problems.append(f"bound must be positive or None (got {self.bound})")
+        for f in fields(self):
+            if f.name.startswith("w_") and getattr(self, f.name) < 0:
+                problems.append(f"{f.name} must be >= 0 (got {getattr(self, f.name)})")
+        if problems:
+            raise ValueError("invalid TEMtConfig: " + "; ".join(problems))
+
+
+@dataclass
+class TEMtState:
+    """What carries from one chunk to the next (detached): the last position and the memory store."""
+    e: torch.Tensor             # (B, E) position at the last step of the previous chunk
+    memory: MemoryStore         # memories of the current world of every slot
+    world: torch.Tensor         # (B,) id of each slot's current world (counts RESETs)
+    count: torch.Tensor         # (B,) memories stored so far in the current world (next memory-neuron id)
+
+    def detach(self) -> "TEMtState":
+        return TEMtState(self.e.detach(), self.memory.detach(), self.world, self.count)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Flat dict for checkpoints (safetensors)."""
+        out = {"e": self.e, "world": self.world, "count": self.count}
+        out.update({f"memory.{k}": v for k, v in self.memory.tensors().items()})
+        return out
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor]) -> "TEMtState":
+        memory = MemoryStore.from_tensors({k[len("memory."):]: v for k, v in t.items() if k.startswith("memory.")})
+        return cls(t["e"], memory, t["world"], t["count"])
+
+
+@dataclass
+class TEMtOutput:
+    loss: torch.Tensor                       # scalar, weighted sum of parts
+    parts: dict[str, torch.Tensor]           # unweighted loss terms (see module docstring)
+    logits: torch.Tensor                     # (B, T, n_x) prediction from the path-integrated position
+    e: torch.Tensor                          # (B, T, E) positions stored in memory (corrected if landmark)
+    e_pi: torch.Tensor                       # (B, T, E) path-integrated positions
+    state: TEMtState                         # detached state for the next chunk
+    logits_corrected: torch.Tensor | None = None   # (B, T, n_x) from the corrected position (landmark)
+    gate: torch.Tensor | None = None         # (B, T, E) landmark gate
+    memory_neurons: torch.Tensor | None = None     # (B, T, K) softmax weights over the K keys below
+    memory_ids: torch.Tensor | None = None   # (B, K) memory-neuron id (slot) of each key, -1 = not a memory
+    stored: torch.Tensor | None = None       # (B, T) bool, the step's memory was stored (not a duplicate)
+
+
+class TEMt(nn.Module):
+    def __init__(self, config: TEMtConfig):
+        super().__init__()
+        self.config = c = config
+        self.positions = RecurrentPositions(
+            c.n_actions, c.pos_dim, activation=c.activation, bound=c.bound, transition=c.transition,
+            stay_action=c.stay_action, n_modules=c.n_modules, init_std=c.transition_init_std, method=c.recurrence)
+        self.attention = TEMtAttention(c.pos_dim, c.n_stimuli, key_dim=c.key_dim, value_dim=c.value_dim,
+                                       multiplier=c.attention_multiplier)
+        self.landmark = (LandmarkCorrection(c.pos_dim, c.n_stimuli, query=c.landmark, key_dim=c.landmark_key_dim)
+                         if c.landmark else None)
+
+    def initial_state(self, batch: int, device=None) -> TEMtState:
+        device = device or self.positions.e_init.device
+        return TEMtState(e=self.positions.initial(batch).detach().to(device),
+                         memory=MemoryStore.empty(batch, self.config.pos_dim, device, self.positions.e_init.dtype),
+                         world=torch.zeros(batch, dtype=torch.long, device=device),
+                         count=torch.zeros(batch, dtype=torch.long, device=device))
+
+    def forward(self, x: torch.Tensor, actions: torch.Tensor, state: TEMtState | None = None,
+                loss_mask: torch.Tensor | None = None, return_memory_neurons: bool = False,
+                sequential: bool = False, method: str | None = None) -> TEMtOutput:
+        """
+        x:         (B, T) stimulus ids observed at each step
+        actions:   (B, T) action arriving at each step, RESET (-1) starts a new world in that slot
+        state:     from the previous chunk's output (None: fresh worlds everywhere)
+        loss_mask: (B, T) which steps count in the prediction losses (spatial: arrivals at visited nodes)
+        return_memory_neurons: also return the softmax over memories (B, T, K) and the memory ids
+        sequential: force the step-by-step path (always used with landmark correction)
+        method:    recurrence path for the parallel mode (None: config.recurrence)
+        """
+        B, T = self._check_inputs(x, actions, state, loss_mask)
+        state = self.initial_state(B, x.device) if state is None else state
+        W = self.positions.transition_matrices()
+        world = state.world.unsqueeze(1) + (actions == RESET).long().cumsum(1)        # (B, T)
+        if sequential or self.landmark is not None:
+            run = self._sequential(x, actions, state, world, W, return_memory_neurons)
+        else:
+            run = self._parallel(x, actions, state, world, W, return_memory_neurons, method)
+        loss, parts = self._losses(x, run, loss_mask)
+        next_state = self._next_state(x, actions, state, world, run["e"], run["stored"])
+        return TEMtOutput(loss=loss, parts=parts, logits=run["logits"], e=run["e"], e_pi=run["e_pi"],
+                          state=next_state, logits_corrected=run.get("logits_corrected"), gate=run.get("gate"),
+                          memory_neurons=run.get("probs"), memory_ids=run.get("ids"), stored=run["stored"])
+
+    # -- the two execution paths ---------------------------------------------------------------------------
+
+    def _parallel(self, x, actions, state, world, W, return_memory_neurons, method):
+        B, T = x.shape
+        mem = state.memory
+        e = self.positions(actions, state.e, method=method, W=W)                       # (B, T, E)
+        z, z_mem = zscore(e), zscore(mem.e)
+        stored = self._not_duplicate(z, x, world, mem, z_mem)                          # (B, T)
+        earlier = torch.ones(T, T, dtype=torch.bool, device=x.device).tril(-1)          # key tau < query t
+        mask = torch.cat([
+            mem.valid.unsqueeze(1) & (mem.world.unsqueeze(1) == world.unsqueeze(2)),     # (B, T, M)
+            earlier & stored.unsqueeze(1) & (world.unsqueeze(1) == world.unsqueeze(2)),  # (B, T, T)
+        ], 2)
+        logits, probs = self.attention(z, torch.cat([z_mem, z], 1), torch.cat([mem.x, x], 1), mask)
+        run = dict(e=e, e_pi=e, logits=logits, stored=stored)
+        if return_memory_neurons:
+            run.update(probs=probs, ids=self._key_ids(state, actions, stored))
+        return run
+
+    def _sequential(self, x, actions, state, world, W, return_memory_neurons):
+        """Step by step. Keys grow by one memory per step; the chunk's own keys keep their gradient."""
+        B, T = x.shape
+        mem = state.memory
+        keys_e, keys_z = mem.e, zscore(mem.e)
+        keys_x, keys_world, keys_valid = mem.x, mem.world, mem.valid
+        e_prev = state.e
+        out = {k: [] for k in ("e", "e_pi", "logits", "logits_corrected", "gate", "probs", "stored")}
+        for t in range(T):
+            e_pi = self.positions.step(e_prev, actions[:, t], W)                       # (B, E)
+            readable = keys_valid & (keys_world == world[:, t, None])                  # (B, K)
+            logits, probs = self.attention(zscore(e_pi).unsqueeze(1), keys_z, keys_x, readable.unsqueeze(1))
+            e_t = e_pi
+            if self.landmark is not None:
+                e_t, gate, _ = self.landmark(e_pi, x[:, t], keys_e, keys_x, readable)
+                logits_c, _ = self.attention(zscore(e_t).unsqueeze(1), keys_z, keys_x, readable.unsqueeze(1))
+                out["logits_corrected"].append(logits_c.squeeze(1))
+                out["gate"].append(gate)
+            z_t = zscore(e_t)
+            stored = torch.ones(B, dtype=torch.bool, device=x.device)
+            if self.config.dedup_threshold is not None:
+                with torch.no_grad():
+                    cos = (F.normalize(keys_z, dim=-1) @ F.normalize(z_t, dim=-1).unsqueeze(-1)).squeeze(-1)
+                    repeat = (cos > self.config.dedup_threshold) & (keys_x == x[:, t, None]) & readable
+                    stored = ~repeat.any(-1)
+            keys_e = torch.cat([keys_e, e_t.unsqueeze(1)], 1)
+            keys_z = torch.cat([keys_z, z_t.unsqueeze(1)], 1)
+            keys_x = torch.cat([keys_x, x[:, t, None]], 1)
+            keys_world = torch.cat([keys_world, world[:, t, None]], 1)
+            keys_valid = torch.cat([keys_valid, stored.unsqueeze(1)], 1)
+            for name, value in (("e", e_t), ("e_pi", e_pi), ("logits", logits.squeeze(1)), ("stored", stored)):
+                out[name].append(value)
+            if return_memory_neurons:   # pad to the final key count M + T: keys added later have weight 0
+                out["probs"].append(F.pad(probs.squeeze(1), (0, T - t)))
+            e_prev = e_t
+        run = {k: torch.stack(v, 1) for k, v in out.items() if v}
+        if return_memory_neurons:
+            run["ids"] = self._key_ids(state, actions, run["stored"])
+        return run
+
+    # -- pieces shared by both paths -------------------------------------------------------------------------
+
+    def _not_duplicate(self, z, x, world, mem, z_mem):
+        if self.config.dedup_threshold is None:
+            return torch.ones(x.shape, dtype=torch.bool, device=x.device)
+        return ~find_duplicates(z, x, world, mem, z_mem, self.config.dedup_threshold)
+
+    def _key_ids(self, state, actions, stored):
+        chunk_slots, _ = slot_ids(stored, actions == RESET, state.count)
+        return torch.cat([state.memory.slot, chunk_slots], 1)
+
+    def _losses(self, x, run, loss_mask):
+        c = self.config
+        weights = torch.ones(x.shape, dtype=run["e"].dtype, device=x.device) if loss_mask is None \
+            else loss_mask.to(run["e"].dtype)
+        denom = weights.sum().clamp(min=1.0)
+
+        def masked_ce(logits):
+            ce = F.cross_entropy(logits.flatten(0, 1), x.flatten(), reduction="none").view_as(weights)
+            return (ce * weights).sum() / denom
+
+        parts = {"x_pi": masked_ce(run["logits"]),
+                 "reg_e": run["e"].square().sum(-1).mean(),
+                 "reg_w": self.positions.updates().square().sum()}
+        if self.landmark is not None:
+            parts["x_corr"] = masked_ce(run["logits_corrected"])
+            parts["g"] = (run["e_pi"] - run["e"]).square().sum(-1).mean()
+        loss = sum(getattr(c, f"w_{name}") * value for name, value in parts.items())
+        return loss, parts
+
+    def _next_state(self, x, actions, state, world, e, stored) -> TEMtState:
+        """Append this chunk's stored memories (detached), keep only each slot's current world."""
+        slots, count = slot_ids(stored, actions == RESET, state.count)
+        chunk = MemoryStore(e=e.detach(), x=x, world=world, slot=slots, valid=stored)
+        merged = concat(state.memory, chunk)
+        current = world[:, -1]
+        keep = merged.valid & (merged.world == current.unsqueeze(1))
+        return TEMtState(e=e[:, -1].detach(), memory=merged.select(keep, self.config.max_memories),
+                         world=current, count=count)
+
+    def _check_inputs(self, x, actions, state, loss_mask):
+        c = self.config
+        check_index_tensor("x", x, ndim=2, low=0, high=c.n_stimuli - 1, meaning="a stimulus id in [0, n_stimuli)")
+        check_shape("actions", actions, tuple(x.shape))
+        check_index_tensor("actions", actions, ndim=2, low=RESET, high=c.n_actions - 1,
+                           meaning="an action id in [0, n_actions) or RESET (-1)")
+        B, T = x.shape
+        if T == 0:
+            raise ValueError("x and actions must have at least one step (got T = 0)")
+        if loss_mask is not None:
+            check_shape("loss_mask", loss_mask, (B, T))
+        if state is not None:
+            if not isinstance(state, TEMtState):
+                raise TypeError(f"state must be a TEMtState (the .state of a previous output), got "
+                                f"{type(state).__name__}")
+            check_shape("state.e", state.e, (B, c.pos_dim))
+        return B, T
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

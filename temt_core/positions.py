@@ -1,0 +1,372 @@
+"""Action-driven recurrent position encodings: e_t = sigma(e_{t-1} W_{a_t}).
+
+This is TEM's path integration (g_{t+1} = sigma(g_t W_a), claim C5) and TEM-t's recurrent
+position encoding: one code path serves both.
+
+Two ways to feed it:
+    time mode  actions (B, T) -> e (B, T, E)      actions[b, t] is the move that *arrives* at step t;
+                                                  RESET (-1) starts a new world: e_t = e_init
+    tree mode  parents (B, N), actions (B, N)    each node from its parent, level by level
+               -> e (B, N, E)                     (roots, parent -1, get e_init)
+
+Three ways to run the time recurrence, equal to float tolerance (tests/core/test_positions.py):
+    loop   the definition, written plainly: gather W[a] per sample, one bmm per step, autograd
+    fused  the same recurrence with the autograd bookkeeping removed: a custom autograd.Function,
+           forward and a hand-written backward loop, one (B, E) x (E, A*E) matmul per step
+    scan   linear sigma without a bound only: a parallel (Hillis-Steele) prefix product of affine maps,
+           log2(T) sequential rounds of O(E^3) work. Worth it where launches, not flops, dominate (GPU).
+'auto' picks scan for an unbounded linear recurrence on a GPU and fused everywhere else.
+
+Transitions W_a = I + U_a (TEM: "use the inferred code as a difference", zero-initialised so every action
+starts as a no-op); the stay action, if any, is exactly the identity. U_a is either a free matrix per action
+('matrix') or TEM's small MLP of the one-hot action ('mlp', tanh hidden layer, zero-initialised output).
+Stability: TEM clamps g to [-1, 1] after every step; `bound` does the same (None disables it). Without a
+bound, or an L2 penalty on e plus clamping, free recurrences blow up (|e| ~ 1e13 was seen); see docs.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .validation import check_index_tensor, check_shape, raise_if_not_finite
+
+RESET = -1  # action id that starts a new world (time mode)
+
+# name -> (activation, derivative as a function of the pre-activation h)
+_ACTIVATIONS = {
+    "linear": (lambda h: h, lambda h: torch.ones_like(h)),
+    "relu": (torch.relu, lambda h: (h > 0).to(h.dtype)),
+    "leaky_relu": (lambda h: F.leaky_relu(h, 0.01), lambda h: torch.ones_like(h).masked_fill(h <= 0, 0.01)),
+    "tanh": (torch.tanh, lambda h: 1 - torch.tanh(h) ** 2),
+    "sigmoid": (torch.sigmoid, lambda h: torch.sigmoid(h) * (1 - torch.sigmoid(h))),
+}
+ACTIVATIONS = tuple(_ACTIVATIONS)
+METHODS = ("auto", "loop", "fused", "scan")
+TRANSITIONS = ("matrix", "mlp")
+
+
+def _activate(h: torch.Tensor, activation: str, bound: float | None) -> torch.Tensor:
+    y = _ACTIVATIONS[activation][0](h)
+    return y if bound is None else y.clamp(-bound, bound)
+
+
+def _activation_grad(h: torch.Tensor, activation: str, bound: float | None) -> torch.Tensor:
+    """d sigma(h) / dh, elementwise, matching autograd's conventions (clamp passes the gradient at the bound)."""
+    act, dact = _ACTIVATIONS[activation]
+    d = dact(h)
+    if bound is not None:
+        y = act(h)
+        d = d * ((y >= -bound) & (y <= bound)).to(h.dtype)
+    return d
+
+
+def _wide(W: torch.Tensor) -> torch.Tensor:
+    """(A, E, E) -> (E, A*E): e @ wide gives all A candidate next states at once; column block a is e @ W_a."""
+    A, E, _ = W.shape
+    return W.permute(1, 0, 2).reshape(E, A * E)
+
+
+class _FusedRecurrence(torch.autograd.Function):
+    """The recurrence with a hand-written backward: no autograd graph of T x (gather, matmul, sigma) nodes.
+
+    Forward keeps the pre-activations h (B, T, E) and outputs y (B, T, E); backward runs the loop in reverse:
+        dh_t = (dy_t + de_t) * sigma'(h_t)        (zero on RESET steps: their output is e_init)
+        de_{t-1} = dh_t W_{a_t}^T                 (one (B, E) x (E, A*E) matmul + gather per step)
+        dW_a = sum_{b,t: a_bt = a} y_{t-1}^T dh_t (all steps at once, after the loop)
+    """
+
+    @staticmethod
+    def forward(ctx, e0, W, e_init, actions, activation, bound):
+        B, T = actions.shape
+        A, E, _ = W.shape
+        wide = _wide(W)                                                   # (E, A*E)
+        cols = (actions.clamp(min=0) * E).unsqueeze(-1) + torch.arange(E, device=W.device)  # (B, T, E)
+        reset = actions == RESET                                          # (B, T)
+        reset_steps = reset.any(0).tolist()                               # one host sync, not T
+        h_all = e0.new_empty(B, T, E)
+        y_all = e0.new_empty(B, T, E)
+        e = e0
+        for t in range(T):
+            h = torch.mm(e, wide).gather(1, cols[:, t])                   # (B, E) = e_b W_{a_bt}
+            y = _activate(h, activation, bound)
+            if reset_steps[t]:
+                y = torch.where(reset[:, t, None], e_init, y)
+            h_all[:, t] = h
+            y_all[:, t] = y
+            e = y
+        ctx.save_for_backward(e0, W, e_init, actions, h_all, y_all)
+        ctx.activation, ctx.bound = activation, bound
+        return y_all
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        e0, W, e_init, actions, h_all, y_all = ctx.saved_tensors
+        B, T, E = h_all.shape
+        A = W.shape[0]
+        reset = actions == RESET
+        reset_steps = reset.any(0).tolist()
+        cols = (actions.clamp(min=0) * E).unsqueeze(-1) + torch.arange(E, device=W.device)
+        wide_t = _wide(W.transpose(1, 2))                                 # dh @ wide_t -> dh W_a^T blocks
+        dsig = _activation_grad(h_all, ctx.activation, ctx.bound)         # (B, T, E), all steps at once
+        dsig = dsig.masked_fill(reset.unsqueeze(-1), 0.0)
+        grad_y = grad_y.contiguous()
+        dh_all = torch.empty_like(h_all)
+        d_init = torch.zeros_like(e_init)
+        de = torch.zeros_like(e0)
+        for t in range(T - 1, -1, -1):
+            de = de + grad_y[:, t]                                        # total gradient on y_t
+            if reset_steps[t]:
+                d_init = d_init + (de * reset[:, t, None]).sum(0)
+            dh = de * dsig[:, t]
+            dh_all[:, t] = dh
+            de = torch.mm(dh, wide_t).gather(1, cols[:, t])               # gradient on y_{t-1}
+        dW = None
+        if ctx.needs_input_grad[1]:
+            prev = torch.cat([e0.unsqueeze(1), y_all[:, :-1]], 1).reshape(B * T, E)
+            # dW_a = prev_a^T dh_a over the samples that took action a: sort by action, one matmul per action
+            # (4x cheaper than a one-hot (A*E, N) product). RESET rows have dh = 0, so their action id is moot.
+            flat = actions.clamp(min=0).reshape(-1)
+            order = torch.argsort(flat)
+            counts = torch.bincount(flat, minlength=A).tolist()
+            prev_sorted = prev[order].split(counts)
+            dh_sorted = dh_all.reshape(B * T, E)[order].split(counts)
+            dW = torch.stack([p.t().mm(d) for p, d in zip(prev_sorted, dh_sorted)])
+        return de, dW, d_init, None, None, None
+
+
+def _scan_linear(e0: torch.Tensor, W: torch.Tensor, e_init: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """Unbounded linear recurrence as a prefix composition of affine maps e -> e M_t + c_t.
+
+    A move is (W_a, 0); RESET is (0, e_init). Hillis-Steele: after the round with shift s, entry t holds the
+    composition of steps max(0, t-2s+1)..t. log2(T) rounds, each one batched matmul over (B, T, E, E).
+    """
+    B, T = actions.shape
+    E = W.shape[-1]
+    reset = (actions == RESET).unsqueeze(-1)
+    M = W[actions.clamp(min=0)]                                           # (B, T, E, E)
+    M = M.masked_fill(reset.unsqueeze(-1), 0.0)
+    c = torch.where(reset, e_init.expand(B, T, E), torch.zeros_like(e_init).expand(B, T, E))  # (B, T, E)
+    shift = 1
+    while shift < T:
+        # compose (M, c)[t - shift] then (M, c)[t]:  e -> (e M' + c') M + c
+        M_prev, c_prev = M[:, :-shift], c[:, :-shift]
+        M_tail, c_tail = M[:, shift:], c[:, shift:]
+        M = torch.cat([M[:, :shift], M_prev @ M_tail], 1)
+        c = torch.cat([c[:, :shift], (c_prev.unsqueeze(2) @ M_tail).squeeze(2) + c_tail], 1)
+        shift *= 2
+    return (e0[:, None, None, :] @ M).squeeze(2) + c
+
+
+class RecurrentPositions(nn.Module):
+    """e_t = clamp(sigma(e_{t-1} W_{a_t}), -bound, bound), W_a = I + U_a.
+
+    Args:
+        n_actions: number of actions A (ids 0..A-1; RESET = -1 is not one of them).
+        dim: E, the number of position units.
+        activation: sigma, one of ACTIVATIONS. The paper found grid cells with 'linear' and 'relu'.
+        bound: clamp after sigma (TEM clamps g to [-1, 1]); None for none. The scan path needs None.
+        transition: 'matrix' (a free U_a per action) or 'mlp' (TEM: U_a = MLP(one_hot(a)), tanh hidden).
+        stay_action: the action whose transition is exactly the identity (TEM's 'stand still'), or None.
+        n_modules: >1 makes U_a block-diagonal (TEM's frequency modules; spec L6).
+        init_std: std of the initial U_a entries times sqrt(E) (0 = TEM's zero init: every move a no-op).
+        mlp_hidden: hidden width of the 'mlp' transition (TEM's d_hidden_dim is 20).
+        method: default execution path for time mode, one of METHODS.
+        check_finite: raise a clear error, naming batch and step, when e stops being finite.
+    """
+
+    def __init__(self, n_actions: int, dim: int, activation: str = "relu", bound: float | None = 1.0,
+                 transition: str = "matrix", stay_action: int | None = None, n_modules: int = 1,
+                 init_std: float = 0.0, mlp_hidden: int = 20, method: str = "auto", check_finite: bool = True):
+        super().__init__()
+        if n_actions < 1:
+            raise ValueError(f"n_actions must be >= 1, got {n_actions}")
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        if transition not in TRANSITIONS:
+            raise ValueError(f"transition must be one of {TRANSITIONS}, got {transition!r}")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if bound is not None and not bound > 0:
+            raise ValueError(f"bound must be positive or None, got {bound}")
+        if stay_action is not None and not 0 <= stay_action < n_actions:
+            raise ValueError(f"stay_action must be in [0, {n_actions}) or None, got {stay_action}")
+        if n_modules < 1 or dim % n_modules:
+            raise ValueError(f"n_modules must divide dim={dim}, got {n_modules}")
+        self.n_actions, self.dim = n_actions, dim
+        self.activation, self.bound, self.transition, self.method = activation, bound, transition, method
+        self.stay_action, self.n_modules, self.check_finite = stay_action, n_modules, check_finite
+
+        # Start position of every new world (TEM's g_init). Non-negative activations get |N(0, 0.5)| so that
+        # the first step does not kill half of the units.
+        e_init = 0.5 * torch.randn(dim)
+        if activation in ("relu", "sigmoid"):
+            e_init = e_init.abs()
+        if bound is not None:
+            e_init = e_init.clamp(-bound, bound)
+        self.e_init = nn.Parameter(e_init)
+
+        # Which entries of U may be non-zero: no update for the stay action, block-diagonal for modules.
+        mask = torch.ones(n_actions, dim, dim)
+        if stay_action is not None:
+            mask[stay_action] = 0.0
+        if n_modules > 1:
+            block = dim // n_modules
+            mask = mask * torch.block_diag(*[torch.ones(block, block)] * n_modules)
+        self.register_buffer("update_mask", mask, persistent=False)
+        if transition == "matrix":
+            self.U = nn.Parameter(init_std / math.sqrt(dim) * torch.randn(n_actions, dim, dim))
+        else:  # TEM's transition MLP; zero output layer = identity transitions at init
+            self.mlp_in = nn.Linear(n_actions, mlp_hidden)
+            self.mlp_out = nn.Linear(mlp_hidden, dim * dim, bias=False)
+            nn.init.xavier_normal_(self.mlp_in.weight)
+            nn.init.zeros_(self.mlp_in.bias)
+            nn.init.normal_(self.mlp_out.weight, std=init_std / math.sqrt(dim))
+
+    def updates(self) -> torch.Tensor:
+        """U_a for every action, (A, E, E), with the structural zeros applied."""
+        if self.transition == "matrix":
+            U = self.U
+        else:
+            onehot = torch.eye(self.n_actions, device=self.e_init.device, dtype=self.e_init.dtype)
+            U = self.mlp_out(torch.tanh(self.mlp_in(onehot))).view(self.n_actions, self.dim, self.dim)
+        return U * self.update_mask
+
+    def transition_matrices(self) -> torch.Tensor:
+        """W_a = I + U_a, (A, E, E). Row-vector convention: e_next = sigma(e W_a)."""
+        return self.updates() + torch.eye(self.dim, device=self.e_init.device, dtype=self.e_init.dtype)
+
+    def activate(self, h: torch.Tensor) -> torch.Tensor:
+        return _activate(h, self.activation, self.bound)
+
+    def initial(self, batch: int) -> torch.Tensor:
+        """Start positions for a batch of fresh worlds, (B, E)."""
+        return self.e_init.expand(batch, self.dim)
+
+    def pick_method(self, device: torch.device, method: str | None = None) -> str:
+        method = method or self.method
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if method == "scan" and (self.activation != "linear" or self.bound is not None):
+            raise ValueError("method='scan' needs activation='linear' and bound=None (a prefix product is only "
+                             f"exact for a linear recurrence); this encoder has activation={self.activation!r}, "
+                             f"bound={self.bound}. Use method='fused'.")
+        if method == "auto":
+            linear = self.activation == "linear" and self.bound is None
+            method = "scan" if linear and device.type == "cuda" else "fused"
+        return method
+
+    def forward(self, actions: torch.Tensor, e0: torch.Tensor | None = None, method: str | None = None,
+                W: torch.Tensor | None = None) -> torch.Tensor:
+        """Path-integrate a batch of action sequences.
+
+        actions: (B, T) integer; actions[:, t] is the action that arrives at step t, RESET (-1) for a new world.
+        e0:      (B, E) position before step 0 (the last position of the previous chunk); None = e_init.
+        method:  'loop' | 'fused' | 'scan' | 'auto' (None = the module default).
+        W:       precomputed transition_matrices(), to share one computation between calls.
+        returns  e: (B, T, E)
+        """
+        check_index_tensor("actions", actions, ndim=2, low=RESET, high=self.n_actions - 1,
+                           meaning="an action id in [0, n_actions) or RESET (-1)")
+        B, T = actions.shape
+        if e0 is None:
+            e0 = self.initial(B)
+        check_shape("e0", e0, (B, self.dim))
+        if T == 0:
+            return e0.new_zeros(B, 0, self.dim)
+        if W is None:
+            W = self.transition_matrices()
+        method = self.pick_method(actions.device, method)
+        if method == "loop":
+            e = self._loop(e0, W, actions)
+        elif method == "fused":
+            e = _FusedRecurrence.apply(e0, W, self.e_init, actions, self.activation, self.bound)
+        else:
+            e = _scan_linear(e0, W, self.e_init, actions)
+        if self.check_finite:
+            raise_if_not_finite("positions e", e, hint=self._stability_hint())
+        return e
+
+    def step(self, e_prev: torch.Tensor, actions: torch.Tensor, W: torch.Tensor | None = None) -> torch.Tensor:
+        """One step for sequential models: e_prev (B, E), actions (B,) -> e (B, E)."""
+        W = self.transition_matrices() if W is None else W
+        e = self.activate(torch.bmm(e_prev.unsqueeze(1), W[actions.clamp(min=0)]).squeeze(1))
+        reset = actions == RESET
+        return torch.where(reset.unsqueeze(-1), self.e_init.expand_as(e), e)
+
+    def _loop(self, e0: torch.Tensor, W: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The definition, one step at a time (the reference the fast paths are tested against)."""
+        e, out = e0, []
+        for t in range(actions.shape[1]):
+            e = self.step(e, actions[:, t], W)
+            out.append(e)
+        return torch.stack(out, 1)
+
+    def tree(self, parents: torch.Tensor, actions: torch.Tensor, W: torch.Tensor | None = None) -> torch.Tensor:
+        """Positions on trees: e_node = sigma(e_parent W_{a_node}); roots (parent -1) get e_init.
+
+        parents: (B, N) integer, index of each node's parent within its own row, -1 for a root.
+        actions: (B, N) integer, the action from the parent to the node (ignored for roots).
+        Computed level by level (one batched step per depth), not node by node.
+        returns  e: (B, N, E)
+        """
+        if parents.shape != actions.shape:
+            raise ValueError(f"parents and actions must have the same shape, got {tuple(parents.shape)} "
+                             f"and {tuple(actions.shape)}")
+        B, N = parents.shape
+        check_index_tensor("parents", parents, ndim=2, low=-1, high=N - 1,
+                           meaning="a node index in the same row, or -1 for a root")
+        is_root = parents < 0
+        check_index_tensor("actions", actions.masked_fill(is_root, 0), ndim=2, low=0, high=self.n_actions - 1,
+                           meaning="an action id in [0, n_actions) (roots are ignored)")
+        W = self.transition_matrices() if W is None else W
+        depth = _tree_depths(parents)                                      # (B, N), raises on cycles
+        flat_parent = (parents + torch.arange(B, device=parents.device).unsqueeze(1) * N).reshape(-1)
+        flat_action = actions.reshape(-1)
+        flat_depth = depth.reshape(-1)
+        e = self.e_init.expand(B * N, self.dim)
+        for d in range(1, int(flat_depth.max()) + 1 if flat_depth.numel() else 1):
+            nodes = (flat_depth == d).nonzero().squeeze(1)
+            e_parent = e[flat_parent[nodes]]
+            step = self.activate(torch.bmm(e_parent.unsqueeze(1), W[flat_action[nodes]]).squeeze(1))
+            e = e.index_put((nodes,), step)                               # out of place: autograd-safe
+        e = e.reshape(B, N, self.dim)
+        if self.check_finite:
+            raise_if_not_finite("tree positions e", e, hint=self._stability_hint())
+        return e
+
+    def _stability_hint(self) -> str:
+        if self.bound is None:
+            return ("the recurrence has no bound: set bound (TEM clamps to [-1, 1]) or add the L2 penalty on e "
+                    "(reg_e) and lower the learning rate")
+        return "check the learning rate and the gradient clipping; e is clamped, so the weights themselves diverged"
+
+    def extra_repr(self) -> str:
+        return (f"n_actions={self.n_actions}, dim={self.dim}, activation={self.activation!r}, bound={self.bound}, "
+                f"transition={self.transition!r}, stay_action={self.stay_action}, n_modules={self.n_modules}, "
+                f"method={self.method!r}")
+
+
+def _tree_depths(parents: torch.Tensor) -> torch.Tensor:
+    """Depth of every node (roots 0) by pointer jumping; raises if a parent chain has a cycle.
+
+    Each round every node adds its ancestor's distance and jumps to that ancestor's ancestor, so
+    ceil(log2(depth)) + 1 rounds suffice; a chain that is still open after that many rounds is a cycle.
+    """
+    N = parents.shape[1]
+    ptr = parents.clone()
+    dist = (parents >= 0).long()
+    for _ in range(max(1, N).bit_length() + 2):
+        active = ptr >= 0
+        if not bool(active.any()):
+            return dist
+        safe = ptr.clamp(min=0)
+        dist = torch.where(active, dist + dist.gather(1, safe), dist)
+        ptr = torch.where(active, ptr.gather(1, safe), ptr)
+    row, node = (ptr >= 0).nonzero()[0].tolist()
+    raise ValueError(f"parents: the parent chain of node {node} in row {row} has a cycle "
+                     "(every chain must end at a root with parent -1)")
