@@ -73,22 +73,35 @@ class TEMtAttention(nn.Module):
         return z_q @ (self.W_e @ self.W_e.t())
 
     def forward(self, z_q: torch.Tensor, z_k: torch.Tensor, x_k: torch.Tensor, mask: torch.Tensor,
-                q_tilde: torch.Tensor | None = None):
+                need_weights: bool = True, backend: str = "auto"):
         """
         z_q:  (B, T, E) z-scored query positions
         z_k:  (B, K, E) z-scored memory positions
         x_k:  (B, K) stimulus ids stored with each memory
         mask: (B, T, K) bool, True where query t may read memory k (strictly earlier, same world, stored)
-        returns logits (B, T, n_x) and memory-neuron activations (B, T, K)
+        need_weights: return the memory-neuron activations (B, T, K); without them the read may use
+                      PyTorch's fused SDPA kernel, which never materialises the (B, T, K) weights
+        backend: 'explicit' | 'sdpa' | 'auto' (sdpa on CUDA when weights are not needed: on CPU the explicit
+                 path is faster for these sizes, measured in benchmarks/core_speed.py)
+        returns logits (B, T, n_x) and the memory-neuron activations (B, T, K) or None
         """
-        q_tilde = self.query(z_q) if q_tilde is None else q_tilde
-        scores = q_tilde @ z_k.transpose(1, 2)                              # (B, T, K)
-        n = mask.sum(-1, keepdim=True).clamp(min=1).to(scores.dtype)       # (B, T, 1)
-        beta = self.multiplier * torch.log(n) / math.sqrt(self.key_dim)
-        probs = masked_softmax(scores * beta, mask)                         # (B, T, K) memory neurons
+        if backend not in ("auto", "explicit", "sdpa"):
+            raise ValueError(f"backend must be 'auto', 'explicit' or 'sdpa', got {backend!r}")
+        if backend == "auto":
+            backend = "sdpa" if (z_q.is_cuda and not need_weights) else "explicit"
+        q_tilde = self.query(z_q)                                           # (B, T, E)
+        n = mask.sum(-1, keepdim=True).clamp(min=1).to(z_q.dtype)          # (B, T, 1)
+        beta = self.multiplier * torch.log(n) / math.sqrt(self.key_dim)    # (B, T, 1)
         values = self.W_x(x_k)                                              # (B, K, d_v)
+        if backend == "sdpa" and not need_weights:
+            # per-query beta folded into the query; fully masked rows come out as zeros (torch >= 2.5)
+            read = F.scaled_dot_product_attention((q_tilde * beta).unsqueeze(1), z_k.unsqueeze(1),
+                                                  values.unsqueeze(1), attn_mask=mask.unsqueeze(1), scale=1.0)
+            return self.readout(read.squeeze(1)), None
+        scores = q_tilde @ z_k.transpose(1, 2)                              # (B, T, K)
+        probs = masked_softmax(scores * beta, mask)                         # (B, T, K) memory neurons
         logits = self.readout(probs @ values)                               # (B, T, n_x)
-        return logits, probs
+        return logits, (probs if need_weights else None)
 
     def extra_repr(self) -> str:
         return (f"pos_dim={self.pos_dim}, n_stimuli={self.n_stimuli}, key_dim={self.key_dim}, "

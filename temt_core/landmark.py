@@ -59,10 +59,14 @@ class LandmarkCorrection(nn.Module):
         scores = scores * torch.log(n)
         weights = masked_softmax(scores, mask)                                  # (B, K)
         e_ret = (weights.unsqueeze(1) @ e_mem).squeeze(1)                       # (B, E)
-        masked = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-        confidence = (torch.logsumexp(masked, -1, keepdim=True) - torch.log(n)) * mask.any(-1, keepdim=True)
+        anything = mask.any(-1, keepdim=True)                                  # (B, 1)
+        if scores.shape[-1]:
+            masked = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+            confidence = torch.where(anything, torch.logsumexp(masked, -1, keepdim=True) - torch.log(n), 0.0)
+        else:                                                                   # no keys at all (first step)
+            confidence = scores.new_zeros(scores.shape[0], 1)
         f = torch.sigmoid(self.gate(torch.cat([e_ret, e_pi, confidence], -1)))
-        f = f * mask.any(-1, keepdim=True).to(f.dtype)                          # nothing stored: no correction
+        f = f * anything.to(f.dtype)                                            # nothing stored: no correction
         return e_pi + f * (e_ret - e_pi), f, weights
 
     def extra_repr(self) -> str:

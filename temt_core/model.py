@@ -156,6 +156,7 @@ class TEMt(nn.Module):
             stay_action=c.stay_action, n_modules=c.n_modules, init_std=c.transition_init_std, method=c.recurrence)
         self.attention = TEMtAttention(c.pos_dim, c.n_stimuli, key_dim=c.key_dim, value_dim=c.value_dim,
                                        multiplier=c.attention_multiplier)
+        self.attention_backend = "auto"     # 'explicit' | 'sdpa' | 'auto' (see TEMtAttention.forward)
         self.landmark = (LandmarkCorrection(c.pos_dim, c.n_stimuli, query=c.landmark, key_dim=c.landmark_key_dim)
                          if c.landmark else None)
 
@@ -205,7 +206,8 @@ class TEMt(nn.Module):
             mem.valid.unsqueeze(1) & (mem.world.unsqueeze(1) == world.unsqueeze(2)),     # (B, T, M)
             earlier & stored.unsqueeze(1) & (world.unsqueeze(1) == world.unsqueeze(2)),  # (B, T, T)
         ], 2)
-        logits, probs = self.attention(z, torch.cat([z_mem, z], 1), torch.cat([mem.x, x], 1), mask)
+        logits, probs = self.attention(z, torch.cat([z_mem, z], 1), torch.cat([mem.x, x], 1), mask,
+                                       need_weights=return_memory_neurons, backend=self.attention_backend)
         run = dict(e=e, e_pi=e, logits=logits, stored=stored)
         if return_memory_neurons:
             run.update(probs=probs, ids=self._key_ids(state, actions, stored))
