@@ -22,6 +22,7 @@ q . k. Time O(B T K E), memory O(B T K) per chunk of T queries over K keys; stre
 from __future__ import annotations
 
 import math
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
@@ -34,13 +35,37 @@ def zscore(e: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """softmax over the last axis restricted to mask; rows with nothing to attend to are all zero.
-
-    A finite fill value (not -inf) keeps empty rows and their gradients free of NaN.
-    """
-    filled = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    probs = torch.softmax(filled, dim=-1)
+    """softmax over the last axis restricted to mask; rows with nothing to attend to are all zero."""
+    probs = torch.softmax(scores + _blocked_bias(mask, scores.dtype), dim=-1)
     return probs * mask.any(-1, keepdim=True).to(probs.dtype)
+
+
+class Keys(NamedTuple):
+    """One group of memories: z-scored positions (B, K, E), stimulus ids (B, K), and which queries may read
+    them: `mask`, a bool tensor broadcastable to (B, T, K) ((B, 1, K) when every query sees the same keys), and
+    optionally `rows` (B, T), False for queries that may read none of this group (cheaper than a (B, T, K) mask).
+    """
+    z: torch.Tensor
+    x: torch.Tensor
+    mask: torch.Tensor
+    rows: torch.Tensor | None = None
+
+    def count(self) -> torch.Tensor:
+        """(B, T, 1) or (B, 1, 1): how many of these keys each query may read."""
+        n = self.mask.sum(-1, keepdim=True)
+        return n if self.rows is None else n * self.rows.unsqueeze(-1)
+
+    def scores(self, q: torch.Tensor) -> torch.Tensor:
+        """(B, T, K) q . z, blocked where the query may not read: one baddbmm plus, if rows, one in-place fill."""
+        s = torch.baddbmm(_blocked_bias(self.mask, q.dtype), q, self.z.transpose(1, 2))
+        if self.rows is not None:
+            s = s.masked_fill_(~self.rows.unsqueeze(-1), torch.finfo(q.dtype).min / 2)
+        return s
+
+
+def _blocked_bias(mask: torch.Tensor, dtype) -> torch.Tensor:
+    """0 where readable, a huge negative number elsewhere (finite: no NaN in empty rows or gradients)."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min / 2)
 
 
 class TEMtAttention(nn.Module):
@@ -72,13 +97,12 @@ class TEMtAttention(nn.Module):
         """(.., E) -> (.., E): z_q W_e W_e^T, so that query(z_q) . z_k = q . k."""
         return z_q @ (self.W_e @ self.W_e.t())
 
-    def forward(self, z_q: torch.Tensor, z_k: torch.Tensor, x_k: torch.Tensor, mask: torch.Tensor,
-                need_weights: bool = True, backend: str = "auto"):
+    def forward(self, z_q: torch.Tensor, keys: Sequence[Keys], need_weights: bool = True, backend: str = "auto"):
         """
         z_q:  (B, T, E) z-scored query positions
-        z_k:  (B, K, E) z-scored memory positions
-        x_k:  (B, K) stimulus ids stored with each memory
-        mask: (B, T, K) bool, True where query t may read memory k (strictly earlier, same world, stored)
+        keys: groups of memories (Keys(z, x, mask)), concatenated in order into the K keys. Detached stored
+              memories and this chunk's memories come as separate groups: no gradient is computed for the stored
+              ones, and their mask can stay (B, 1, M) instead of a (B, T, M) tensor
         need_weights: return the memory-neuron activations (B, T, K); without them the read may use
                       PyTorch's fused SDPA kernel, which never materialises the (B, T, K) weights
         backend: 'explicit' | 'sdpa' | 'auto' (sdpa on CUDA when weights are not needed: on CPU the explicit
@@ -89,18 +113,31 @@ class TEMtAttention(nn.Module):
             raise ValueError(f"backend must be 'auto', 'explicit' or 'sdpa', got {backend!r}")
         if backend == "auto":
             backend = "sdpa" if (z_q.is_cuda and not need_weights) else "explicit"
-        q_tilde = self.query(z_q)                                           # (B, T, E)
-        n = mask.sum(-1, keepdim=True).clamp(min=1).to(z_q.dtype)          # (B, T, 1)
-        beta = self.multiplier * torch.log(n) / math.sqrt(self.key_dim)    # (B, T, 1)
-        values = self.W_x(x_k)                                              # (B, K, d_v)
+        B, T, _ = z_q.shape
+        n = sum(k.count() for k in keys).expand(B, T, 1)                    # (B, T, 1) memories each query sees
+        beta = self.multiplier * torch.log(n.clamp(min=1).to(z_q.dtype)) / math.sqrt(self.key_dim)
+        q_tilde = self.query(z_q) * beta                                    # (B, T, E), beta folded in (cheaper
+                                                                            #  than scaling (B, T, K) scores)
+        x_all = torch.cat([k.x for k in keys], 1)                           # (B, K)
         if backend == "sdpa" and not need_weights:
-            # per-query beta folded into the query; fully masked rows come out as zeros (torch >= 2.5)
-            read = F.scaled_dot_product_attention((q_tilde * beta).unsqueeze(1), z_k.unsqueeze(1),
-                                                  values.unsqueeze(1), attn_mask=mask.unsqueeze(1), scale=1.0)
+            # fully masked rows come out as zeros (torch >= 2.5)
+            mask = torch.cat([(k.mask if k.rows is None else k.mask & k.rows.unsqueeze(-1)).expand(B, T, k.z.shape[1])
+                              for k in keys], -1)
+            z_all = torch.cat([k.z for k in keys], 1)
+            read = F.scaled_dot_product_attention(q_tilde.unsqueeze(1), z_all.unsqueeze(1),
+                                                  self.W_x(x_all).unsqueeze(1), attn_mask=mask.unsqueeze(1),
+                                                  scale=1.0)
             return self.readout(read.squeeze(1)), None
-        scores = q_tilde @ z_k.transpose(1, 2)                              # (B, T, K)
-        probs = masked_softmax(scores * beta, mask)                         # (B, T, K) memory neurons
-        logits = self.readout(probs @ values)                               # (B, T, n_x)
+        scores = torch.cat([k.scores(q_tilde) for k in keys], -1)          # (B, T, K)
+        probs = torch.softmax(scores, -1)                                   # (B, T, K) memory neurons
+        empty = n == 0                                                      # nothing to read: weights all zero
+        if bool(empty.any()):
+            probs = probs.masked_fill(empty, 0.0)
+        # The values are rows of W_x picked by the stored stimuli, so the read sum_k a_k W_x[x_k] equals
+        # p(x) W_x with p(x) = sum_{k: x_k = x} a_k, the stimulus distribution the memory neurons retrieve.
+        # A scatter-add over K plus a (n_x x d_v) matmul is ~3x cheaper than gathering (B, K, d_v) values.
+        p_x = probs.new_zeros(B, T, self.n_stimuli).scatter_add(2, x_all.unsqueeze(1).expand_as(probs), probs)
+        logits = self.readout(p_x @ self.W_x.weight)                        # (B, T, n_x)
         return logits, (probs if need_weights else None)
 
     def extra_repr(self) -> str:

@@ -1,6 +1,7 @@
 """The memory store of TEM-t: (position, stimulus) conjunctions carried across truncated-backprop chunks.
 
-Each batch slot holds the memories of its current world, packed to the left of a padded (B, M) layout.
+Each batch slot holds the memories of its current world in a padded (B, M) layout (`valid` marks real entries,
+in the order they were stored).
 Memories from earlier chunks are detached (truncated backprop); memories of the chunk being processed live
 in the model's forward and keep their gradient. Every memory gets a `slot` id: the order in which it was
 stored in its world (0, 1, 2, ...). A memory neuron's identity is its slot, which is how memory neurons are
@@ -21,15 +22,18 @@ import torch.nn.functional as F
 
 @dataclass
 class MemoryStore:
-    e: torch.Tensor       # (B, M, E) stored positions (the values landmark correction retrieves)
+    z: torch.Tensor       # (B, M, E) z-scored stored positions: the attention keys (LN(e), computed once)
+    e: torch.Tensor       # (B, M, E) raw stored positions, the values landmark correction retrieves;
+                          #   (B, M, 0) when the model does not need them
     x: torch.Tensor       # (B, M) stimulus ids
     world: torch.Tensor   # (B, M) int64 id of the world each memory belongs to
     slot: torch.Tensor    # (B, M) int64 memory-neuron id within its world, -1 for padding
     valid: torch.Tensor   # (B, M) bool, False for padding
 
     @classmethod
-    def empty(cls, batch: int, dim: int, device=None, dtype=torch.float32) -> "MemoryStore":
-        return cls(e=torch.zeros(batch, 0, dim, device=device, dtype=dtype),
+    def empty(cls, batch: int, dim: int, keep_positions: bool, device=None, dtype=torch.float32) -> "MemoryStore":
+        return cls(z=torch.zeros(batch, 0, dim, device=device, dtype=dtype),
+                   e=torch.zeros(batch, 0, dim if keep_positions else 0, device=device, dtype=dtype),
                    x=torch.zeros(batch, 0, dtype=torch.long, device=device),
                    world=torch.zeros(batch, 0, dtype=torch.long, device=device),
                    slot=torch.zeros(batch, 0, dtype=torch.long, device=device),
@@ -37,7 +41,8 @@ class MemoryStore:
 
     @property
     def size(self) -> int:
-        return self.e.shape[1]
+        """Width of the padded layout (>= the number of valid memories of any slot)."""
+        return self.z.shape[1]
 
     def detach(self) -> "MemoryStore":
         return MemoryStore(**{f.name: getattr(self, f.name).detach() for f in fields(self)})
@@ -53,7 +58,7 @@ class MemoryStore:
         return cls(**{f.name: tensors[f.name] for f in fields(cls)})
 
     def select(self, keep: torch.Tensor, capacity: int | None = None) -> "MemoryStore":
-        """Pack the entries where keep (B, M) is True to the left, drop the rest.
+        """Pack the entries where keep (B, M) is True to the left (order kept), drop the rest.
 
         capacity: keep at most the newest `capacity` memories per slot (oldest dropped first).
         """
@@ -68,9 +73,27 @@ class MemoryStore:
         packed.slot = packed.slot.masked_fill(~packed.valid, -1)
         return packed
 
+    def append(self, chunk: "MemoryStore", current_world: torch.Tensor, capacity: int | None = None) -> "MemoryStore":
+        """This store followed by a chunk's memories, keeping only what each slot can still read.
 
-def concat(a: MemoryStore, b: MemoryStore) -> MemoryStore:
-    return MemoryStore(**{f.name: torch.cat([getattr(a, f.name), getattr(b, f.name)], 1) for f in fields(a)})
+        Memories of a world a slot has left can never be read again, and neither can padding. The chunk is packed
+        on its own (cheap: T entries) and the store's dead entries are only marked invalid; a full re-pack (a
+        gather over all M memories) happens when the padding exceeds a chunk's length and an eighth of the
+        width, or a slot exceeds `capacity`. Padding is not free: every query still scores it, so a padded
+        column costs as much as a memory in attention, while a re-pack costs about what 100 columns do.
+        """
+        readable = lambda m: m.valid & (m.world == current_world.unsqueeze(1))
+        chunk = chunk.select(readable(chunk))
+        store_valid = readable(self)
+        merged = MemoryStore(**{f.name: torch.cat([getattr(self, f.name), getattr(chunk, f.name)], 1)
+                                for f in fields(self)})
+        merged.valid = torch.cat([store_valid, chunk.valid], 1)
+        counts = merged.valid.sum(1)
+        needed = int(counts.max()) if counts.numel() else 0
+        over_capacity = capacity is not None and needed > capacity
+        if over_capacity or merged.size - needed > max(chunk.valid.shape[1], needed // 8):
+            return merged.select(merged.valid, capacity)
+        return merged
 
 
 def slot_ids(stored: torch.Tensor, new_world: torch.Tensor, count0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,11 +118,11 @@ def slot_ids(stored: torch.Tensor, new_world: torch.Tensor, count0: torch.Tensor
 
 @torch.no_grad()
 def find_duplicates(z: torch.Tensor, x: torch.Tensor, world: torch.Tensor, mem: MemoryStore | None,
-                    z_mem: torch.Tensor | None, threshold: float) -> torch.Tensor:
+                    threshold: float) -> torch.Tensor:
     """Which steps of a chunk repeat a conjunction that is already stored.
 
     z: (B, T, E) z-scored positions of the chunk, x: (B, T) stimuli, world: (B, T) world id of each step.
-    mem / z_mem: the store before the chunk and its z-scored positions (B, M, E).
+    mem: the store before the chunk.
     returns dup (B, T) bool. Sequential semantics, resolved by fixed-point iteration: step t is a duplicate iff
     a stored memory, or an earlier non-duplicate step of the chunk, has the same stimulus and world and
     cosine similarity above threshold.
@@ -108,7 +131,7 @@ def find_duplicates(z: torch.Tensor, x: torch.Tensor, world: torch.Tensor, mem: 
     zn = F.normalize(z, dim=-1)
     dup_store = torch.zeros(B, T, dtype=torch.bool, device=z.device)
     if mem is not None and mem.size:
-        zm = F.normalize(z_mem, dim=-1)
+        zm = F.normalize(mem.z, dim=-1)
         match = ((zn @ zm.transpose(1, 2)) > threshold) & (x.unsqueeze(2) == mem.x.unsqueeze(1))
         match &= mem.valid.unsqueeze(1) & (world.unsqueeze(2) == mem.world.unsqueeze(1))
         dup_store = match.any(-1)

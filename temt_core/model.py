@@ -39,9 +39,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import TEMtAttention, zscore
+from .attention import Keys, TEMtAttention, zscore
 from .landmark import QUERIES, LandmarkCorrection
-from .memory import MemoryStore, concat, find_duplicates, slot_ids
+from .memory import MemoryStore, find_duplicates, slot_ids
 from .positions import ACTIVATIONS, METHODS, RESET, TRANSITIONS, RecurrentPositions
 from .validation import check_index_tensor, check_shape
 
@@ -163,7 +163,8 @@ class TEMt(nn.Module):
     def initial_state(self, batch: int, device=None) -> TEMtState:
         device = device or self.positions.e_init.device
         return TEMtState(e=self.positions.initial(batch).detach().to(device),
-                         memory=MemoryStore.empty(batch, self.config.pos_dim, device, self.positions.e_init.dtype),
+                         memory=MemoryStore.empty(batch, self.config.pos_dim, self.landmark is not None, device,
+                                                  self.positions.e_init.dtype),
                          world=torch.zeros(batch, dtype=torch.long, device=device),
                          count=torch.zeros(batch, dtype=torch.long, device=device))
 
@@ -188,7 +189,7 @@ class TEMt(nn.Module):
         else:
             run = self._parallel(x, actions, state, world, W, return_memory_neurons, method)
         loss, parts = self._losses(x, run, loss_mask)
-        next_state = self._next_state(x, actions, state, world, run["e"], run["stored"])
+        next_state = self._next_state(x, actions, state, world, run["e"], run["z"], run["stored"])
         return TEMtOutput(loss=loss, parts=parts, logits=run["logits"], e=run["e"], e_pi=run["e_pi"],
                           state=next_state, logits_corrected=run.get("logits_corrected"), gate=run.get("gate"),
                           memory_neurons=run.get("probs"), memory_ids=run.get("ids"), stored=run["stored"])
@@ -199,16 +200,17 @@ class TEMt(nn.Module):
         B, T = x.shape
         mem = state.memory
         e = self.positions(actions, state.e, method=method, W=W)                       # (B, T, E)
-        z, z_mem = zscore(e), zscore(mem.e)
-        stored = self._not_duplicate(z, x, world, mem, z_mem)                          # (B, T)
+        z = zscore(e)
+        stored = self._not_duplicate(z, x, world, mem)                                 # (B, T)
         earlier = torch.ones(T, T, dtype=torch.bool, device=x.device).tril(-1)          # key tau < query t
-        mask = torch.cat([
-            mem.valid.unsqueeze(1) & (mem.world.unsqueeze(1) == world.unsqueeze(2)),     # (B, T, M)
-            earlier & stored.unsqueeze(1) & (world.unsqueeze(1) == world.unsqueeze(2)),  # (B, T, T)
-        ], 2)
-        logits, probs = self.attention(z, torch.cat([z_mem, z], 1), torch.cat([mem.x, x], 1), mask,
+        # The store holds only memories of each slot's world at the chunk start (see MemoryStore.append), so a
+        # query reads all valid stored memories unless its slot has started a new world within this chunk.
+        same_world = world == state.world.unsqueeze(1)                                   # (B, T)
+        stored_keys = Keys(mem.z, mem.x, mem.valid.unsqueeze(1), rows=same_world)       # mask (B, 1, M)
+        chunk_mask = earlier & stored.unsqueeze(1) & (world.unsqueeze(1) == world.unsqueeze(2))  # (B, T, T)
+        logits, probs = self.attention(z, [stored_keys, Keys(z, x, chunk_mask)],
                                        need_weights=return_memory_neurons, backend=self.attention_backend)
-        run = dict(e=e, e_pi=e, logits=logits, stored=stored)
+        run = dict(e=e, e_pi=e, z=z, logits=logits, stored=stored)
         if return_memory_neurons:
             run.update(probs=probs, ids=self._key_ids(state, actions, stored))
         return run
@@ -217,18 +219,19 @@ class TEMt(nn.Module):
         """Step by step. Keys grow by one memory per step; the chunk's own keys keep their gradient."""
         B, T = x.shape
         mem = state.memory
-        keys_e, keys_z = mem.e, zscore(mem.e)
+        keys_e, keys_z = mem.e, mem.z
         keys_x, keys_world, keys_valid = mem.x, mem.world, mem.valid
         e_prev = state.e
-        out = {k: [] for k in ("e", "e_pi", "logits", "logits_corrected", "gate", "probs", "stored")}
+        out = {k: [] for k in ("e", "e_pi", "z", "logits", "logits_corrected", "gate", "probs", "stored")}
         for t in range(T):
             e_pi = self.positions.step(e_prev, actions[:, t], W)                       # (B, E)
             readable = keys_valid & (keys_world == world[:, t, None])                  # (B, K)
-            logits, probs = self.attention(zscore(e_pi).unsqueeze(1), keys_z, keys_x, readable.unsqueeze(1))
+            keys = [Keys(keys_z, keys_x, readable.unsqueeze(1))]
+            logits, probs = self.attention(zscore(e_pi).unsqueeze(1), keys)
             e_t = e_pi
             if self.landmark is not None:
                 e_t, gate, _ = self.landmark(e_pi, x[:, t], keys_e, keys_x, readable)
-                logits_c, _ = self.attention(zscore(e_t).unsqueeze(1), keys_z, keys_x, readable.unsqueeze(1))
+                logits_c, _ = self.attention(zscore(e_t).unsqueeze(1), keys)
                 out["logits_corrected"].append(logits_c.squeeze(1))
                 out["gate"].append(gate)
             z_t = zscore(e_t)
@@ -238,12 +241,14 @@ class TEMt(nn.Module):
                     cos = (F.normalize(keys_z, dim=-1) @ F.normalize(z_t, dim=-1).unsqueeze(-1)).squeeze(-1)
                     repeat = (cos > self.config.dedup_threshold) & (keys_x == x[:, t, None]) & readable
                     stored = ~repeat.any(-1)
-            keys_e = torch.cat([keys_e, e_t.unsqueeze(1)], 1)
+            if self.landmark is not None:
+                keys_e = torch.cat([keys_e, e_t.unsqueeze(1)], 1)
             keys_z = torch.cat([keys_z, z_t.unsqueeze(1)], 1)
             keys_x = torch.cat([keys_x, x[:, t, None]], 1)
             keys_world = torch.cat([keys_world, world[:, t, None]], 1)
             keys_valid = torch.cat([keys_valid, stored.unsqueeze(1)], 1)
-            for name, value in (("e", e_t), ("e_pi", e_pi), ("logits", logits.squeeze(1)), ("stored", stored)):
+            for name, value in (("e", e_t), ("e_pi", e_pi), ("z", z_t), ("logits", logits.squeeze(1)),
+                                ("stored", stored)):
                 out[name].append(value)
             if return_memory_neurons:   # pad to the final key count M + T: keys added later have weight 0
                 out["probs"].append(F.pad(probs.squeeze(1), (0, T - t)))
@@ -255,10 +260,10 @@ class TEMt(nn.Module):
 
     # -- pieces shared by both paths -------------------------------------------------------------------------
 
-    def _not_duplicate(self, z, x, world, mem, z_mem):
+    def _not_duplicate(self, z, x, world, mem):
         if self.config.dedup_threshold is None:
             return torch.ones(x.shape, dtype=torch.bool, device=x.device)
-        return ~find_duplicates(z, x, world, mem, z_mem, self.config.dedup_threshold)
+        return ~find_duplicates(z, x, world, mem, self.config.dedup_threshold)
 
     def _key_ids(self, state, actions, stored):
         chunk_slots, _ = slot_ids(stored, actions == RESET, state.count)
@@ -283,15 +288,13 @@ class TEMt(nn.Module):
         loss = sum(getattr(c, f"w_{name}") * value for name, value in parts.items())
         return loss, parts
 
-    def _next_state(self, x, actions, state, world, e, stored) -> TEMtState:
-        """Append this chunk's stored memories (detached), keep only each slot's current world."""
+    def _next_state(self, x, actions, state, world, e, z, stored) -> TEMtState:
+        """Append this chunk's stored memories (detached); each slot keeps only its current world's."""
         slots, count = slot_ids(stored, actions == RESET, state.count)
-        chunk = MemoryStore(e=e.detach(), x=x, world=world, slot=slots, valid=stored)
-        merged = concat(state.memory, chunk)
-        current = world[:, -1]
-        keep = merged.valid & (merged.world == current.unsqueeze(1))
-        return TEMtState(e=e[:, -1].detach(), memory=merged.select(keep, self.config.max_memories),
-                         world=current, count=count)
+        kept_e = e.detach() if self.landmark is not None else e.new_zeros(*e.shape[:2], 0)
+        chunk = MemoryStore(z=z.detach(), e=kept_e, x=x, world=world, slot=slots, valid=stored)
+        memory = state.memory.append(chunk, world[:, -1], self.config.max_memories)
+        return TEMtState(e=e[:, -1].detach(), memory=memory, world=world[:, -1], count=count)
 
     def _check_inputs(self, x, actions, state, loss_mask):
         c = self.config

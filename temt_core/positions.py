@@ -53,6 +53,21 @@ def _activate(h: torch.Tensor, activation: str, bound: float | None) -> torch.Te
     return y if bound is None else y.clamp(-bound, bound)
 
 
+def _activate_into(h: torch.Tensor, out: torch.Tensor, activation: str, bound: float | None) -> None:
+    """out = _activate(h), written in place, in one kernel for the common cases."""
+    if activation == "relu":
+        torch.clamp(h, min=0.0, max=bound, out=out)
+    elif activation == "linear":
+        if bound is None:
+            out.copy_(h)
+        else:
+            torch.clamp(h, min=-bound, max=bound, out=out)
+    else:
+        out.copy_(_ACTIVATIONS[activation][0](h))
+        if bound is not None:
+            out.clamp_(-bound, bound)
+
+
 def _activation_grad(h: torch.Tensor, activation: str, bound: float | None) -> torch.Tensor:
     """d sigma(h) / dh, elementwise, matching autograd's conventions (clamp passes the gradient at the bound)."""
     act, dact = _ACTIVATIONS[activation]
@@ -80,61 +95,66 @@ class _FusedRecurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, e0, W, e_init, actions, activation, bound):
+        # Time-major inside (T, B, E): every per-step slice is contiguous, which makes gather and the stores
+        # several times cheaper than strided (B, T, E) slices.
         B, T = actions.shape
         A, E, _ = W.shape
         wide = _wide(W)                                                   # (E, A*E)
-        cols = (actions.clamp(min=0) * E).unsqueeze(-1) + torch.arange(E, device=W.device)  # (B, T, E)
-        reset = actions == RESET                                          # (B, T)
-        reset_steps = reset.any(0).tolist()                               # one host sync, not T
-        h_all = e0.new_empty(B, T, E)
-        y_all = e0.new_empty(B, T, E)
+        cols = _columns(actions, E)                                       # (T, B, E) int64
+        reset = (actions == RESET).t()                                    # (T, B)
+        reset_steps = reset.any(1).tolist()                               # one host sync, not T
+        h_all = e0.new_empty(T, B, E)
+        y_all = e0.new_empty(T, B, E)
         e = e0
         for t in range(T):
-            h = torch.mm(e, wide).gather(1, cols[:, t])                   # (B, E) = e_b W_{a_bt}
-            y = _activate(h, activation, bound)
+            # (B, E) = e_b W_{a_bt}; every op writes straight into its slot of the outputs (no extra copies)
+            torch.gather(torch.mm(e, wide), 1, cols[t], out=h_all[t])
+            _activate_into(h_all[t], y_all[t], activation, bound)
             if reset_steps[t]:
-                y = torch.where(reset[:, t, None], e_init, y)
-            h_all[:, t] = h
-            y_all[:, t] = y
-            e = y
+                y_all[t] = torch.where(reset[t, :, None], e_init, y_all[t])
+            e = y_all[t]
         ctx.save_for_backward(e0, W, e_init, actions, h_all, y_all)
         ctx.activation, ctx.bound = activation, bound
-        return y_all
+        return y_all.transpose(0, 1)                                      # (B, T, E) view
 
     @staticmethod
     def backward(ctx, grad_y):
         e0, W, e_init, actions, h_all, y_all = ctx.saved_tensors
-        B, T, E = h_all.shape
+        T, B, E = h_all.shape
         A = W.shape[0]
-        reset = actions == RESET
-        reset_steps = reset.any(0).tolist()
-        cols = (actions.clamp(min=0) * E).unsqueeze(-1) + torch.arange(E, device=W.device)
+        reset = (actions == RESET).t()                                    # (T, B)
+        reset_steps = reset.any(1).tolist()
+        cols = _columns(actions, E)
         wide_t = _wide(W.transpose(1, 2))                                 # dh @ wide_t -> dh W_a^T blocks
-        dsig = _activation_grad(h_all, ctx.activation, ctx.bound)         # (B, T, E), all steps at once
+        dsig = _activation_grad(h_all, ctx.activation, ctx.bound)         # (T, B, E), all steps at once
         dsig = dsig.masked_fill(reset.unsqueeze(-1), 0.0)
-        grad_y = grad_y.contiguous()
+        grad_y = grad_y.transpose(0, 1).contiguous()                      # (T, B, E)
         dh_all = torch.empty_like(h_all)
         d_init = torch.zeros_like(e_init)
         de = torch.zeros_like(e0)
         for t in range(T - 1, -1, -1):
-            de = de + grad_y[:, t]                                        # total gradient on y_t
+            de = de + grad_y[t]                                           # total gradient on y_t
             if reset_steps[t]:
-                d_init = d_init + (de * reset[:, t, None]).sum(0)
-            dh = de * dsig[:, t]
-            dh_all[:, t] = dh
-            de = torch.mm(dh, wide_t).gather(1, cols[:, t])               # gradient on y_{t-1}
+                d_init = d_init + (de * reset[t, :, None]).sum(0)
+            torch.mul(de, dsig[t], out=dh_all[t])
+            de = torch.mm(dh_all[t], wide_t).gather(1, cols[t])           # gradient on y_{t-1}
         dW = None
         if ctx.needs_input_grad[1]:
-            prev = torch.cat([e0.unsqueeze(1), y_all[:, :-1]], 1).reshape(B * T, E)
+            prev = torch.cat([e0.unsqueeze(0), y_all[:-1]], 0).reshape(T * B, E)
             # dW_a = prev_a^T dh_a over the samples that took action a: sort by action, one matmul per action
             # (4x cheaper than a one-hot (A*E, N) product). RESET rows have dh = 0, so their action id is moot.
-            flat = actions.clamp(min=0).reshape(-1)
+            flat = actions.t().clamp(min=0).reshape(-1)
             order = torch.argsort(flat)
             counts = torch.bincount(flat, minlength=A).tolist()
             prev_sorted = prev[order].split(counts)
-            dh_sorted = dh_all.reshape(B * T, E)[order].split(counts)
+            dh_sorted = dh_all.reshape(T * B, E)[order].split(counts)
             dW = torch.stack([p.t().mm(d) for p, d in zip(prev_sorted, dh_sorted)])
         return de, dW, d_init, None, None, None
+
+
+def _columns(actions: torch.Tensor, E: int) -> torch.Tensor:
+    """(B, T) actions -> (T, B, E) column indices of each sample's block in e @ _wide(W)."""
+    return (actions.t().clamp(min=0) * E).unsqueeze(-1) + torch.arange(E, device=actions.device)
 
 
 def _scan_linear(e0: torch.Tensor, W: torch.Tensor, e_init: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

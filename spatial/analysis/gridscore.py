@@ -168,7 +168,7 @@ def grid_scores_from_sac(sac, n=None, variant="mean", min_bins=6, return_rings=F
     return g60, g90
 
 
-def grid_scores(rate_map, variant="mean", min_pairs=None, min_pairs_frac=0.2, min_bins=6):
+def grid_scores(rate_map, variant="mean", min_pairs=None, min_pairs_frac=0.0, min_bins=6):
     """(G60, G90) of a rate map (H, W) or a batch (U, H, W) with NaN nodes.
 
     Computes the NaN-aware SAC (:func:`autocorrelogram`), then

@@ -1,0 +1,69 @@
+"""The spatial experiment's config: model + walks + training + evaluation, one typed tree.
+
+Defaults are TEM's where the spec gives them (batch 16, chunks of 75 steps, Adam with TEM's learning-rate decay,
+gradient-norm clip 2, TEM's world widths, n_x = 45); configs/spatial/*.yaml override them, and `key=value`
+arguments override the file (for example `model.activation=linear train.steps=500`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from temt_core.model import TEMtConfig
+
+from .walks import WalkConfig
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 20_000                  # gradient steps (TEM-t: full performance in < 20k)
+    batch_size: int = 16                 # one world per slot (TEM)
+    chunk_length: int = 75               # truncated-backprop window (TEM: 20-75)
+    lr_max: float = 9.4e-4               # TEM: lr = max(8e-5, 8e-5 + (9.4e-4 - 8e-5) * 0.5^(step / 4000))
+    lr_min: float = 8e-5
+    lr_half_life: float = 4000.0
+    grad_clip: float = 2.0               # TEM's gradient-norm clip
+    loss_on: str = "revisit"             # 'revisit' (TEM: only arrivals at visited nodes) | 'all'
+    seed: int = 0
+    threads: int = 1                     # torch threads; small models run faster single-threaded on 2 cores
+    device: str = "cpu"
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+
+    def __post_init__(self):
+        if self.loss_on not in ("revisit", "all"):
+            raise ValueError(f"loss_on must be 'revisit' or 'all' (got {self.loss_on!r})")
+        for name in ("steps", "batch_size", "chunk_length", "log_every", "checkpoint_every", "threads",
+                     "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
+
+
+@dataclass
+class EvalConfig:
+    every: int = 1000                    # evaluate on fresh worlds every this many steps (and at the end)
+    n_worlds: int = 16
+    steps: int = 1500                    # walk length per evaluation world
+    seed: int = 12345                    # the same evaluation worlds every time
+
+    def __post_init__(self):
+        for name in ("every", "n_worlds", "steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
+
+
+@dataclass
+class SpatialConfig:
+    model: TEMtConfig = field(default_factory=TEMtConfig)
+    walks: WalkConfig = field(default_factory=WalkConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self):
+        if self.model.n_stimuli != self.walks.n_stimuli:
+            raise ValueError(f"model.n_stimuli ({self.model.n_stimuli}) must equal walks.n_stimuli "
+                             f"({self.walks.n_stimuli})")
+        n_actions = 7 if self.walks.kind == "hex" else 5
+        if self.model.n_actions != n_actions:
+            raise ValueError(f"model.n_actions must be {n_actions} for {self.walks.kind} worlds "
+                             f"(got {self.model.n_actions})")

@@ -1,0 +1,225 @@
+"""Batched random walks: one independent world per batch slot, streamed in truncated-backprop chunks.
+
+    stream = WalkStream(WalkConfig(), batch_size=16, seed=0)
+    chunk = stream.next_chunk(75)      # dict of (B, T) numpy arrays, see `WalkStream.next_chunk`
+
+Each slot walks its own world; when a slot's walk ends, that slot alone gets a new world (a new size drawn from
+`sizes`, fresh observations, a random start node) and its first step carries the RESET action, so swaps are
+out of sync across slots (TEM). Everything is vectorised over the batch; the only Python loop is over time
+(and over the rare slots that start a new world).
+
+Policies (spec section 3):
+    uniform   uniform over the available actions (stay included when the world has it)
+    repeat    TEM's PyTorch port: the previous move is `repeat_bias` times as likely as each other move
+    heading   a heading (a move direction) that the agent keeps; with probability `heading_change` per step, or
+              when the heading runs into a wall, it picks a new heading uniformly among the available moves
+              (TEM's TensorFlow code keeps a slowly drifting direction; this is our discrete version)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from temt_core.positions import RESET
+
+from .worlds import World, make_world, sample_observations
+
+POLICIES = ("uniform", "repeat", "heading")
+
+
+@dataclass
+class WalkConfig:
+    kind: str = "square"                         # 'square' (sizes are widths) or 'hex' (sizes are radii)
+    sizes: tuple[int, ...] = (10, 10, 11, 11, 8, 9, 10, 11, 8, 9, 10, 11, 8, 8, 9, 9)  # TEM's widths
+    n_stimuli: int = 45
+    policy: str = "repeat"
+    repeat_bias: float = 2.0                     # TEM's port doubles the chance of repeating the last move
+    heading_change: float = 0.25                 # per-step probability of a new heading ('heading' policy)
+    walk_length: tuple[int, int] = (500, 1600)   # steps per world, drawn uniformly (TEM's late-training range)
+
+    def __post_init__(self):
+        problems = []
+        if self.kind not in ("square", "hex"):
+            problems.append(f"kind must be 'square' or 'hex' (got {self.kind!r})")
+        if self.policy not in POLICIES:
+            problems.append(f"policy must be one of {POLICIES} (got {self.policy!r})")
+        if not self.sizes:
+            problems.append("sizes must list at least one world size")
+        if self.n_stimuli < 1:
+            problems.append(f"n_stimuli must be >= 1 (got {self.n_stimuli})")
+        lo, hi = self.walk_length
+        if not 1 <= lo <= hi:
+            problems.append(f"walk_length must be (min, max) with 1 <= min <= max (got {self.walk_length})")
+        if self.repeat_bias <= 0 or not 0 <= self.heading_change <= 1:
+            problems.append("repeat_bias must be > 0 and heading_change in [0, 1]")
+        if problems:
+            raise ValueError("invalid WalkConfig: " + "; ".join(problems))
+
+
+class WalkStream:
+    """Endless batched walks. State (worlds, positions, visit records, RNG) can be saved and restored exactly."""
+
+    def __init__(self, config: WalkConfig, batch_size: int, seed: int = 0, worlds: list[World] | None = None):
+        """worlds: optional fixed list to draw from (e.g. user graphs); default: config.kind x config.sizes."""
+        self.config, self.batch_size = config, batch_size
+        self.rng = np.random.default_rng(seed)
+        self.world_pool = worlds if worlds is not None else [make_world(config.kind, s) for s in config.sizes]
+        n_actions = {w.n_actions for w in self.world_pool}
+        if len(n_actions) != 1:
+            raise ValueError(f"all worlds of a stream must have the same actions, got action counts {n_actions}")
+        self.n_actions = n_actions.pop()
+        self.max_nodes = max(w.n_nodes for w in self.world_pool)
+        B, N, A = batch_size, self.max_nodes, self.n_actions
+        # per-slot world tables, padded to the largest world
+        self.transitions = np.full((B, N, A), -1, dtype=np.int64)
+        self.n_avail = np.ones((B, N), dtype=np.int64)
+        self.avail_list = np.zeros((B, N, A), dtype=np.int64)      # available actions, left-packed
+        self.obs = np.zeros((B, N), dtype=np.int64)
+        self.world_index = np.zeros(B, dtype=np.int64)            # which pool world each slot walks
+        self.world_count = np.full(B, -1, dtype=np.int64)         # how many worlds each slot has had
+        self.node = np.zeros(B, dtype=np.int64)
+        self.steps_left = np.zeros(B, dtype=np.int64)             # 0: the next step starts a new world
+        self.prev_action = np.full(B, -1, dtype=np.int64)
+        self.heading = np.full(B, -1, dtype=np.int64)
+        self.visited = np.zeros((B, N), dtype=bool)
+        self.edge_taken = np.zeros((B, N, A), dtype=bool)
+        self.stay = self.world_pool[0].stay_action
+        self._pool_tables = [self._tables(w) for w in self.world_pool]
+
+    @staticmethod
+    def _tables(world: World):
+        avail = world.available
+        n_avail = avail.sum(1)
+        order = np.argsort(~avail, axis=1, kind="stable")         # available actions first, in action order
+        return world.transitions, n_avail, order
+
+    def _new_world(self, slot: int) -> None:
+        c = self.config
+        k = int(self.rng.integers(len(self.world_pool)))
+        world = self.world_pool[k]
+        T, n_avail, order = self._pool_tables[k]
+        n = world.n_nodes
+        self.transitions[slot] = -1
+        self.transitions[slot, :n] = T
+        self.n_avail[slot] = 1
+        self.n_avail[slot, :n] = n_avail
+        self.avail_list[slot, :n] = order
+        self.obs[slot] = 0
+        self.obs[slot, :n] = sample_observations(n, c.n_stimuli, self.rng)
+        self.world_index[slot] = k
+        self.world_count[slot] += 1
+        self.node[slot] = self.rng.integers(n)
+        self.steps_left[slot] = self.rng.integers(c.walk_length[0], c.walk_length[1] + 1)
+        self.prev_action[slot] = -1
+        self.heading[slot] = -1
+        self.visited[slot] = False
+        self.edge_taken[slot] = False
+
+    def _choose(self, rows: np.ndarray, u: np.ndarray, u2: np.ndarray) -> np.ndarray:
+        """One action per slot in `rows` from the policy; u, u2 uniform draws (len(rows),)."""
+        node = self.node[rows]
+        n_avail = self.n_avail[rows, node]
+        avail = self.avail_list[rows, node]                        # (R, A), first n_avail entries valid
+        policy = self.config.policy
+        if policy == "uniform":
+            return avail[np.arange(len(rows)), (u * n_avail).astype(np.int64)]
+        ok = self.transitions[rows, node] >= 0                     # (R, A)
+        if policy == "repeat":
+            weights = ok.astype(float)
+            prev = self.prev_action[rows]
+            has_prev = (prev >= 0) & ok[np.arange(len(rows)), prev.clip(0)]
+            weights[np.arange(len(rows))[has_prev], prev[has_prev]] = self.config.repeat_bias
+            cum = weights.cumsum(1)
+            return (cum <= (u * cum[:, -1])[:, None]).sum(1)
+        # heading: keep the heading unless it is blocked, absent, or a change is drawn
+        moves = ok.copy()
+        if self.stay is not None:
+            moves[:, self.stay] = False
+        heading = self.heading[rows]
+        keep = (heading >= 0) & (u2 >= self.config.heading_change)
+        keep &= moves[np.arange(len(rows)), heading.clip(0)]
+        cum = moves.cumsum(1)
+        new = (cum <= (u * cum[:, -1])[:, None]).sum(1)
+        new = np.minimum(new, moves.shape[1] - 1)
+        chosen = np.where(keep, heading, new)
+        self.heading[rows] = chosen
+        return chosen
+
+    def next_chunk(self, length: int) -> dict[str, np.ndarray]:
+        """The next `length` steps of every slot, as (B, T) arrays:
+
+        x          stimulus observed at each step
+        actions    action that arrived at the step (RESET on a world's first step)
+        nodes      node index in the slot's world
+        revisit    the node had been visited before in this world (the loss mask)
+        new_edge   the step used a (node, action) edge for the first time in this world (stay excluded)
+        edge_seen  the (node, action) edge had been taken before in this world (what an edge agent can know)
+        world      running world number of the slot (increments at each RESET)
+        world_index  which of the pool's worlds the slot is in (its size/shape)
+        n_visited  nodes of the world visited so far, including this step
+        """
+        B = self.batch_size
+        out = {k: np.zeros((B, length), dtype=np.int64) for k in
+               ("x", "actions", "nodes", "world", "world_index", "n_visited")}
+        out["revisit"] = np.zeros((B, length), dtype=bool)
+        out["new_edge"] = np.zeros((B, length), dtype=bool)
+        out["edge_seen"] = np.zeros((B, length), dtype=bool)
+        n_visited = self.visited.sum(1)
+        u_all = self.rng.random((length, B))
+        u2_all = self.rng.random((length, B))
+        rows_all = np.arange(B)
+        for t in range(length):
+            starting = self.steps_left <= 0
+            if starting.any():
+                for slot in np.flatnonzero(starting):
+                    self._new_world(int(slot))
+                n_visited[starting] = 0
+            moving = ~starting
+            action = np.full(B, RESET, dtype=np.int64)
+            if moving.any():
+                rows = rows_all[moving]
+                a = self._choose(rows, u_all[t, moving], u2_all[t, moving])
+                prev_node = self.node[rows]
+                edge_new = ~self.edge_taken[rows, prev_node, a]
+                out["edge_seen"][rows, t] = ~edge_new
+                self.edge_taken[rows, prev_node, a] = True
+                self.node[rows] = self.transitions[rows, prev_node, a]
+                action[rows] = a
+                self.prev_action[rows] = a
+                if self.stay is not None:
+                    edge_new &= a != self.stay
+                out["new_edge"][rows, t] = edge_new
+            node = self.node
+            revisit = self.visited[rows_all, node]
+            self.visited[rows_all, node] = True
+            n_visited += ~revisit
+            self.steps_left -= 1
+            out["x"][:, t] = self.obs[rows_all, node]
+            out["actions"][:, t] = action
+            out["nodes"][:, t] = node
+            out["revisit"][:, t] = revisit
+            out["world"][:, t] = self.world_count
+            out["world_index"][:, t] = self.world_index
+            out["n_visited"][:, t] = n_visited
+        return out
+
+    # -- exact resume ------------------------------------------------------------------------------------------
+    _STATE = ("transitions", "n_avail", "avail_list", "obs", "world_index", "world_count", "node", "steps_left",
+              "prev_action", "heading", "visited", "edge_taken")
+
+    def state_dict(self) -> dict:
+        return {"arrays": {k: getattr(self, k).copy() for k in self._STATE},
+                "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in self._STATE:
+            arr = np.asarray(state["arrays"][k])
+            if arr.shape != getattr(self, k).shape:
+                raise ValueError(f"walk state {k!r} has shape {arr.shape}, this stream expects "
+                                 f"{getattr(self, k).shape} (another batch size or world set?)")
+            setattr(self, k, arr.astype(getattr(self, k).dtype).copy())
+        self.rng.bit_generator.state = state["rng"]
+
+    def world_of(self, slot: int) -> World:
+        return self.world_pool[int(self.world_index[slot])]

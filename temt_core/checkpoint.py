@@ -1,0 +1,122 @@
+"""Checkpoints: tensors in safetensors, everything else in JSON, written atomically, with a format version.
+
+Layout of one checkpoint (a directory):
+    tensors.safetensors   model weights, optimizer moments, RNG states, carried model state ...
+    meta.json             {"format_version": 1, ...}: config, step, anything JSON can hold
+
+A checkpoint is written to `<name>.tmp-<pid>` and renamed into place only when complete, so a crash while
+saving never leaves a half-written checkpoint under a real name and never touches the previous one.
+`LATEST` (a one-line file, replaced atomically) names the newest complete checkpoint of a run.
+
+Nested state (an optimizer's state_dict, say) goes through `flatten` / `unflatten`: every tensor is moved into
+the tensor file under a dotted key and replaced in the JSON by {"__tensor__": key}.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+FORMAT_VERSION = 1
+TENSORS, META, LATEST = "tensors.safetensors", "meta.json", "LATEST"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete, corrupt, of another format version, or of another config."""
+
+
+def flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """Replace tensors inside nested dicts/lists by references, collecting them into `tensors`."""
+    if isinstance(obj, torch.Tensor):
+        tensors[prefix] = obj.detach().cpu().contiguous()
+        return {"__tensor__": prefix}
+    if isinstance(obj, dict):
+        return {"__dict__": [[k, flatten(v, f"{prefix}.{k}", tensors)] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        return {"__list__" if isinstance(obj, list) else "__tuple__":
+                [flatten(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]}
+    return obj
+
+
+def unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__dict__" in obj:   # keys keep their type (optimizer state is keyed by int)
+            return {k: unflatten(v, tensors) for k, v in obj["__dict__"]}
+        if "__list__" in obj:
+            return [unflatten(v, tensors) for v in obj["__list__"]]
+        if "__tuple__" in obj:
+            return tuple(unflatten(v, tensors) for v in obj["__tuple__"])
+        return {k: unflatten(v, tensors) for k, v in obj.items()}
+    return obj
+
+
+def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+    """Write a checkpoint directory atomically; returns its path. An existing checkpoint at `path` is replaced
+    only after the new one is complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / TENSORS))
+    with open(tmp / META, "w") as f:
+        json.dump({"format_version": FORMAT_VERSION, **meta}, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    if path.exists():
+        old = path.with_name(f"{path.name}.old-{os.getpid()}")
+        os.rename(path, old)
+        os.rename(tmp, path)
+        shutil.rmtree(old)
+    else:
+        os.rename(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a checkpoint directory written by save_checkpoint; clear errors for every way it can be wrong."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist (or is not a directory)")
+    for name in (TENSORS, META):
+        if not (path / name).is_file():
+            raise CheckpointError(f"checkpoint {str(path)!r} is incomplete: {name} is missing")
+    try:
+        meta = json.loads((path / META).read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path / META}: corrupt JSON ({err})") from None
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {version!r}, this temt reads version "
+                              f"{FORMAT_VERSION}")
+    try:
+        tensors = load_file(str(path / TENSORS))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path / TENSORS}: corrupt tensor file ({err})") from None
+    return tensors, meta
+
+
+def write_latest(run_dir: str | Path, name: str) -> None:
+    """Point <run_dir>/LATEST at checkpoint `name` (atomic replace)."""
+    run_dir = Path(run_dir)
+    tmp = run_dir / f"{LATEST}.tmp-{os.getpid()}"
+    tmp.write_text(name + "\n")
+    os.replace(tmp, run_dir / LATEST)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint of a run directory, or None."""
+    pointer = Path(run_dir) / LATEST
+    if not pointer.is_file():
+        return None
+    target = Path(run_dir) / pointer.read_text().strip()
+    return target if target.is_dir() else None

@@ -1,0 +1,63 @@
+"""End-to-end: a tiny run learns far above chance; resume is exact; the command line reports bad input."""
+import json
+
+import pytest
+import torch
+
+from spatial.cli import main
+from spatial.config import SpatialConfig
+from spatial.train import Trainer
+from temt_core.config import load_config
+
+TINY = ["model.pos_dim=64", "walks.sizes=[5, 6]", "walks.walk_length=[150, 250]", "train.chunk_length=50",
+        "eval.steps=250", "eval.n_worlds=8"]
+
+
+def test_tiny_run_learns_far_above_chance(tmp_path):
+    cfg = load_config(SpatialConfig, None, TINY + ["train.steps=300", "train.log_every=100", "eval.every=300"])
+    final = Trainer(cfg, tmp_path / "run", progress=False).run()
+    chance = 1 / 45
+    assert final["acc_revisit"] > 0.3, final           # chance is 0.022; a 300-step run reaches 0.6-0.85
+    assert final["acc_zero_shot"] > 10 * chance, final
+    log = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in log if r["split"] == "train"]
+    assert train[-1]["loss"] < train[0]["loss"]
+    for name in ("config.yaml", "run.json", "metrics.json"):
+        assert (tmp_path / "run" / name).is_file()
+
+
+def test_resume_continues_exactly(tmp_path):
+    base = TINY + ["train.log_every=10", "eval.every=1000", "train.checkpoint_every=20", "eval.steps=100"]
+    straight = Trainer(load_config(SpatialConfig, None, base + ["train.steps=40"]), tmp_path / "a", progress=False)
+    straight.run()
+    first = Trainer(load_config(SpatialConfig, None, base + ["train.steps=20"]), tmp_path / "b", progress=False)
+    first.run()
+    resumed = Trainer(load_config(SpatialConfig, None, base + ["train.steps=40"]), tmp_path / "b", resume=True,
+                      progress=False)
+    assert resumed.step == 20
+    resumed.run()
+    for (k, v), (k2, v2) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2), k
+    strip = lambda p: [{k: v for k, v in json.loads(l).items() if "per_s" not in k}
+                       for l in (p / "metrics.jsonl").read_text().splitlines() if '"train"' in l]
+    assert strip(tmp_path / "a") == strip(tmp_path / "b")
+
+
+def test_cli_reports_bad_config(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "r"), "model.pos_dimm=8"]) == 2
+    assert "unknown config key 'model.pos_dimm' (did you mean 'pos_dim'?)" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "r"), "walks.policy=levy"]) == 2
+    assert "policy must be one of" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_resume_with_another_config_is_refused(tmp_path, capsys):
+    args = ["train", "--quiet", "--out", str(tmp_path / "r")] + TINY + ["train.steps=5", "eval.every=5",
+                                                                        "eval.steps=50"]
+    assert main(args) == 0
+    assert main(["train", "--resume", str(tmp_path / "r"), "model.activation=linear"]) == 2
+    assert "model.activation differ" in capsys.readouterr().err
+    assert main(["train", "--quiet", "--resume", str(tmp_path / "r"), "train.steps=8"]) == 0   # allowed change
+    assert main(["train", "--out", str(tmp_path / "r")] + TINY) == 2                           # would overwrite
+    assert "already holds a run" in capsys.readouterr().err
