@@ -94,7 +94,7 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[16])
     p.add_argument("--chunks", type=int, default=40, help="timed chunks for the fast path (after warm-up)")
-    p.add_argument("--plain-chunks", type=int, default=6, help="timed chunks for the plain loop")
+    p.add_argument("--plain-chunks", type=int, default=10, help="timed chunks for the plain loop")
     p.add_argument("--warmup", type=int, default=14, help="chunks to fill the memory before timing")
     p.add_argument("--plain-batch", type=int, default=16, help="batch size at which the plain loop is timed")
     args = p.parse_args()

@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from temt_core.checkpoint import CheckpointError
+from temt_core.checkpoint import CheckpointError, latest_checkpoint
 from temt_core.config import ConfigError, load_config
+from temt_core.validation import NonFiniteError
 
 
 def _train(args) -> int:
@@ -50,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, FileExistsError) as err:
         print(f"temt-spatial: error: {err}", file=sys.stderr)
         return 2
+    except NonFiniteError as err:
+        run_dir = args.resume or args.out
+        last = latest_checkpoint(run_dir) if run_dir else None
+        print(f"temt-spatial: training diverged: {err}\nNothing was saved after the divergence; the last good "
+              f"checkpoint is {last or 'none (it diverged before the first checkpoint)'}.", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

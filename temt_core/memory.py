@@ -65,10 +65,13 @@ class MemoryStore:
         if capacity is not None:
             newer = keep.flip(1).long().cumsum(1).flip(1)              # rank from the newest kept entry
             keep = keep & (newer <= capacity)
+        B, M = keep.shape
         width = int(keep.sum(1).max()) if keep.numel() else 0
         order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :width]  # kept first, in order
-        gather = lambda t: t.gather(1, order if t.dim() == 2 else order.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
-        packed = MemoryStore(**{f.name: gather(getattr(self, f.name)) for f in fields(self)})
+        rows = (order + M * torch.arange(B, device=order.device).unsqueeze(1)).reshape(-1)   # flat row indices
+        # index_select copies whole rows of E floats: far faster than gather with an expanded (B, M, E) index
+        take = lambda t: t.reshape(B * M, *t.shape[2:]).index_select(0, rows).reshape(B, width, *t.shape[2:])
+        packed = MemoryStore(**{f.name: take(getattr(self, f.name)) for f in fields(self)})
         packed.valid = packed.valid & keep.gather(1, order)
         packed.slot = packed.slot.masked_fill(~packed.valid, -1)
         return packed

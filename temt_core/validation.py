@@ -47,6 +47,6 @@ def raise_if_not_finite(name: str, tensor: torch.Tensor, hint: str = "") -> None
     while bad.dim() > 2:
         bad = bad.any(-1)
     where = bad.nonzero()[0].tolist()
-    finite = tensor[torch.isfinite(tensor)]
+    finite = tensor.detach()[torch.isfinite(tensor)]
     peak = f"; the largest finite |value| was {float(finite.abs().max()):.3g}" if finite.numel() else ""
     raise NonFiniteError(f"{name} became non-finite at index {tuple(where)} (batch, step){peak}. {hint}".strip())

@@ -162,7 +162,7 @@ def test_stable_over_1e5_steps_of_random_actions(activation, bound):
     a[:, 0] = RESET
     with torch.no_grad():
         e = m(a)
-    limit = bound if bound is not None else max(1.0, float(m.e_init.abs().max()))   # tanh: |e| < 1 after a step
+    limit = bound if bound is not None else max(1.0, m.e_init.detach().abs().max().item())   # tanh: |e| < 1 after a step
     assert torch.isfinite(e).all() and e.abs().max() <= limit + 1e-6
 
 

@@ -61,3 +61,21 @@ def test_resume_with_another_config_is_refused(tmp_path, capsys):
     assert main(["train", "--quiet", "--resume", str(tmp_path / "r"), "train.steps=8"]) == 0   # allowed change
     assert main(["train", "--out", str(tmp_path / "r")] + TINY) == 2                           # would overwrite
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_divergence_is_reported_and_the_last_checkpoint_kept(tmp_path, capsys, monkeypatch):
+    args = ["train", "--quiet", "--out", str(tmp_path / "r")] + TINY + [
+        "train.steps=10", "train.checkpoint_every=5", "eval.every=100", "eval.steps=50",
+        "model.bound=null", "model.activation=linear"]
+    from spatial import train as train_module
+    original = train_module.Trainer.train_step
+
+    def exploding(self, chunk):            # blow the transitions up after the first checkpoint
+        if self.step == 7:
+            with torch.no_grad():
+                self.model.positions.U.mul_(0).add_(50.0)
+        return original(self, chunk)
+    monkeypatch.setattr(train_module.Trainer, "train_step", exploding)
+    assert main(args) == 3
+    err = capsys.readouterr().err
+    assert "training diverged: positions e became non-finite" in err and "step-0000005" in err
