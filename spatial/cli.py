@@ -2,6 +2,7 @@
 
     temt-spatial train --config configs/spatial/quick.yaml --out runs/quick [key=value ...]
     temt-spatial train --resume runs/quick [train.steps=4000]
+    temt-spatial analyse runs/quick [steps=6000 sizes=[11,11]]   (grid/band/place cells, report.md)
     python -m spatial train ...            (the same)
 """
 from __future__ import annotations
@@ -35,6 +36,24 @@ def _train(args) -> int:
     return 0
 
 
+def _analyse(args) -> int:
+    import torch
+
+    from .analyse import AnalysisConfig, analyse_model, load_trained
+    from .report import write_report
+    torch.set_num_threads(args.threads)
+    acfg = load_config(AnalysisConfig, args.config, args.overrides)
+    model, config, step = load_trained(args.run_dir)
+    analysis = analyse_model(model, config, acfg)
+    out = args.out or f"{args.run_dir}/analysis"
+    report = write_report(analysis, out, args.run_dir, config, step, acfg)
+    mean = analysis.metrics["mean_over_worlds"]
+    print(f"grid cells {mean['frac_grid_of_active']:.3f}, square grids {mean['frac_square_of_active']:.3f}, "
+          f"band cells {mean['frac_band_of_active']:.3f} of active units (mean over worlds); memory-neuron "
+          f"place metric median {mean['memory_place_metric_median']:.3f}  ({report})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="temt-spatial", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,9 +64,20 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.steps=500")
-    args = parser.parse_args(argv)
+    analyse = sub.add_parser("analyse", help="grid, band and place cells of a trained run; writes report.md")
+    analyse.add_argument("run_dir")
+    analyse.add_argument("--config", help="YAML file with AnalysisConfig fields")
+    analyse.add_argument("--out", help="output directory (default RUN_DIR/analysis)")
+    analyse.add_argument("--threads", type=int, default=1)
+    analyse.add_argument("overrides", nargs="*", metavar="key=value", help="AnalysisConfig overrides, e.g. steps=8000")
+    # key=value overrides may come anywhere (argparse alone stops collecting positionals after an option)
+    args, extra = parser.parse_known_args(argv)
+    stray = [e for e in extra if e.startswith("-") or "=" not in e]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    args.overrides = list(args.overrides) + extra
     try:
-        return {"train": _train}[args.command](args)
+        return {"train": _train, "analyse": _analyse}[args.command](args)
     except (ConfigError, CheckpointError, FileExistsError) as err:
         print(f"temt-spatial: error: {err}", file=sys.stderr)
         return 2

@@ -38,8 +38,12 @@ class Rollout:
 @torch.no_grad()
 def run_rollout(model: TEMt, walks: WalkConfig, n_worlds: int, steps: int, seed: int, chunk_length: int = 75,
                 record_positions: bool = False, record_memory_neurons: bool = False,
-                device: str | torch.device = "cpu") -> Rollout:
-    stream = WalkStream(replace(walks, walk_length=(steps, steps)), n_worlds, seed=seed)
+                device: str | torch.device = "cpu", worlds: list | None = None,
+                max_memory_neurons: int = 1024) -> Rollout:
+    """worlds: slot b walks worlds[b % len(worlds)] (default: random worlds of the walk config).
+    max_memory_neurons: memory neurons (store slots) recorded per world; later memories are not recorded."""
+    stream = WalkStream(replace(walks, walk_length=(steps, steps)), n_worlds, seed=seed, worlds=worlds,
+                        fixed=worlds is not None)
     was_training = model.training
     model.eval()
     chunks, correct, positions, neurons = [], [], [], []
@@ -55,7 +59,7 @@ def run_rollout(model: TEMt, walks: WalkConfig, n_worlds: int, steps: int, seed:
         if record_positions:
             positions.append(out.e.float().cpu().numpy())
         if record_memory_neurons:
-            neurons.append(_by_slot(out.memory_neurons, out.memory_ids, steps))
+            neurons.append(_by_slot(out.memory_neurons, out.memory_ids, max_memory_neurons))
     model.train(was_training)
     cat = lambda k: np.concatenate([c[k] for c in chunks], 1)
     worlds = [stream.world_pool[int(i)] for i in cat("world_index")[:, 0]]
@@ -64,18 +68,19 @@ def run_rollout(model: TEMt, walks: WalkConfig, n_worlds: int, steps: int, seed:
                    n_nodes=np.array([w.n_nodes for w in worlds]), correct=np.concatenate(correct, 1),
                    stay_action=worlds[0].stay_action, n_stimuli=walks.n_stimuli, worlds=worlds,
                    positions=np.concatenate(positions, 1) if positions else None,
-                   memory_neurons=np.concatenate(neurons, 1)[..., :_max_slot(neurons)] if neurons else None)
+                   memory_neurons=_concat_slots(neurons) if neurons else None)
 
 
 def _by_slot(weights: torch.Tensor, ids: torch.Tensor, max_slots: int) -> np.ndarray:
-    """(B, T, K) weights over keys -> (B, T, max_slots) weights indexed by memory-neuron id."""
+    """(B, T, K) weights over keys -> (B, T, S) weights indexed by memory-neuron id, S <= max_slots."""
     B, T, _ = weights.shape
-    out = torch.zeros(B, T, max_slots + 1, dtype=torch.float32, device=weights.device)
-    idx = ids.clamp(min=-1).where(ids >= 0, torch.full_like(ids, max_slots))   # padding -> a spare column
+    S = min(max_slots, int(ids.max()) + 1 if ids.numel() else 0)
+    out = torch.zeros(B, T, S + 1, dtype=torch.float32, device=weights.device)
+    idx = torch.where((ids >= 0) & (ids < S), ids, torch.full_like(ids, S))   # padding, late ids -> spare column
     out.scatter_add_(2, idx.unsqueeze(1).expand(B, T, -1), weights.float())
-    return out[..., :max_slots].cpu().numpy()
+    return out[..., :S].cpu().numpy()
 
 
-def _max_slot(neurons: list[np.ndarray]) -> int:
-    used = [np.flatnonzero(n.reshape(-1, n.shape[-1]).any(0)) for n in neurons]
-    return int(max((u.max() + 1 for u in used if u.size), default=0))
+def _concat_slots(parts: list[np.ndarray]) -> np.ndarray:
+    S = max(p.shape[-1] for p in parts)
+    return np.concatenate([np.pad(p, ((0, 0), (0, 0), (0, S - p.shape[-1]))) for p in parts], 1)

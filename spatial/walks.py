@@ -60,9 +60,12 @@ class WalkConfig:
 class WalkStream:
     """Endless batched walks. State (worlds, positions, visit records, RNG) can be saved and restored exactly."""
 
-    def __init__(self, config: WalkConfig, batch_size: int, seed: int = 0, worlds: list[World] | None = None):
-        """worlds: optional fixed list to draw from (e.g. user graphs); default: config.kind x config.sizes."""
-        self.config, self.batch_size = config, batch_size
+    def __init__(self, config: WalkConfig, batch_size: int, seed: int = 0, worlds: list[World] | None = None,
+                 fixed: bool = False):
+        """worlds: optional list to draw from (e.g. user graphs); default: config.kind x config.sizes.
+        fixed: slot b always walks worlds[b % len(worlds)] (fresh observations each time) instead of a random one:
+               for analysis, where the world of each slot must be known."""
+        self.config, self.batch_size, self.fixed = config, batch_size, fixed
         self.rng = np.random.default_rng(seed)
         self.world_pool = worlds if worlds is not None else [make_world(config.kind, s) for s in config.sizes]
         n_actions = {w.n_actions for w in self.world_pool}
@@ -96,7 +99,7 @@ class WalkStream:
 
     def _new_world(self, slot: int) -> None:
         c = self.config
-        k = int(self.rng.integers(len(self.world_pool)))
+        k = slot % len(self.world_pool) if self.fixed else int(self.rng.integers(len(self.world_pool)))
         world = self.world_pool[k]
         T, n_avail, order = self._pool_tables[k]
         n = world.n_nodes
