@@ -33,6 +33,7 @@ class Rollout:
     worlds: list             # the World of each slot
     positions: np.ndarray | None = None        # (B, T, E) float32 e used for memory (corrected if landmark)
     memory_neurons: np.ndarray | None = None   # (B, T, S) float32 softmax weight on memory slot s
+    memories_at_end: np.ndarray | None = None  # (B,) memories held in the store after the last step
 
 
 @torch.no_grad()
@@ -68,7 +69,8 @@ def run_rollout(model: TEMt, walks: WalkConfig, n_worlds: int, steps: int, seed:
                    n_nodes=np.array([w.n_nodes for w in worlds]), correct=np.concatenate(correct, 1),
                    stay_action=worlds[0].stay_action, n_stimuli=walks.n_stimuli, worlds=worlds,
                    positions=np.concatenate(positions, 1) if positions else None,
-                   memory_neurons=_concat_slots(neurons) if neurons else None)
+                   memory_neurons=_concat_slots(neurons) if neurons else None,
+                   memories_at_end=state.memory.valid.sum(1).cpu().numpy())
 
 
 def _by_slot(weights: torch.Tensor, ids: torch.Tensor, max_slots: int) -> np.ndarray:
