@@ -54,6 +54,42 @@ def _analyse(args) -> int:
     return 0
 
 
+def _scaling(args) -> int:
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from .analyse import load_trained
+    from .scaling import ScalingConfig, memory_scaling, plot_scaling
+    torch.set_num_threads(args.threads)
+    cfg = load_config(ScalingConfig, args.config, args.overrides)
+    model, config, step = load_trained(args.run_dir)
+    rows = memory_scaling(model, config, cfg)
+    out = Path(args.out or f"{args.run_dir}/scaling")
+    out.mkdir(parents=True, exist_ok=True)
+    from temt_core.config import to_dict
+    (out / "scaling.json").write_text(json.dumps({"run": str(args.run_dir), "step": step, "config": to_dict(cfg),
+                                                  "rows": rows}, indent=1))
+    fig, _ = plot_scaling(rows)
+    fig.savefig(out / "scaling.png", dpi=110)
+    for r in rows:
+        print(f"dedup {'on ' if r['dedup'] else 'off'} L={r['walk_length']:6d} memories {r['memories_at_end']:7.0f} "
+              f"acc {r['acc_revisit_last_quarter']:.3f} zero-shot {r['acc_zero_shot_last_quarter']:.3f} "
+              f"{r['ms_per_step']:.2f} ms/step")
+    return 0
+
+
+def _reproduce(args) -> int:
+    from .reproduce import ARMS, reproduce
+    unknown = [a for a in (args.arms or []) if a not in ARMS]
+    if unknown:
+        raise ConfigError(f"unknown arm {unknown[0]!r}; arms are {', '.join(ARMS)}")
+    out = args.out or ("runs/spatial-quick" if args.quick else "runs/spatial")
+    reproduce(out, args.quick, args.jobs, args.overrides, args.arms)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="temt-spatial", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,6 +106,18 @@ def main(argv: list[str] | None = None) -> int:
     analyse.add_argument("--out", help="output directory (default RUN_DIR/analysis)")
     analyse.add_argument("--threads", type=int, default=1)
     analyse.add_argument("overrides", nargs="*", metavar="key=value", help="AnalysisConfig overrides, e.g. steps=8000")
+    scaling = sub.add_parser("scaling", help="accuracy and cost against walk length / memory size (C7)")
+    scaling.add_argument("run_dir")
+    scaling.add_argument("--config", help="YAML file with ScalingConfig fields")
+    scaling.add_argument("--out", help="output directory (default RUN_DIR/scaling)")
+    scaling.add_argument("--threads", type=int, default=1)
+    scaling.add_argument("overrides", nargs="*", metavar="key=value")
+    rep = sub.add_parser("reproduce", help="train, analyse and report every arm (what scripts/spatial.sh runs)")
+    rep.add_argument("--quick", action="store_true", help="small version for a 2-core CPU")
+    rep.add_argument("--out", help="output directory (default runs/spatial or runs/spatial-quick)")
+    rep.add_argument("--jobs", type=int, default=2, help="arms trained at once (default 2: one per CPU core)")
+    rep.add_argument("--arms", nargs="+", help="a subset of the arms (relu, linear, hex)")
+    rep.add_argument("overrides", nargs="*", metavar="key=value", help="training overrides for every arm")
     # key=value overrides may come anywhere (argparse alone stops collecting positionals after an option)
     args, extra = parser.parse_known_args(argv)
     stray = [e for e in extra if e.startswith("-") or "=" not in e]
@@ -77,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     args.overrides = list(args.overrides) + extra
     try:
-        return {"train": _train, "analyse": _analyse}[args.command](args)
+        return {"train": _train, "analyse": _analyse, "scaling": _scaling, "reproduce": _reproduce}[args.command](args)
     except (ConfigError, CheckpointError, FileExistsError) as err:
         print(f"temt-spatial: error: {err}", file=sys.stderr)
         return 2
