@@ -63,7 +63,7 @@ class SpatialConfig:
         if self.model.n_stimuli != self.walks.n_stimuli:
             raise ValueError(f"model.n_stimuli ({self.model.n_stimuli}) must equal walks.n_stimuli "
                              f"({self.walks.n_stimuli})")
-        n_actions = 7 if self.walks.kind == "hex" else 5
-        if self.model.n_actions != n_actions:
+        n_actions = {"hex": 7, "square": 5}.get(self.walks.kind)     # graph worlds: checked against the worlds
+        if n_actions is not None and self.model.n_actions != n_actions:
             raise ValueError(f"model.n_actions must be {n_actions} for {self.walks.kind} worlds "
                              f"(got {self.model.n_actions})")

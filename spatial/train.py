@@ -75,15 +75,23 @@ def _flat_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 
 class Trainer:
-    def __init__(self, config: SpatialConfig, run_dir: str | Path, resume: bool = False, progress: bool = True):
-        self.config, self.run_dir, self.progress = config, Path(run_dir), progress
+    def __init__(self, config: SpatialConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
+                 worlds: list | None = None):
+        """worlds: your own worlds (spatial.worlds.graph_world, ...) to train and evaluate on instead of the
+        config's square/hex family; give them again when resuming."""
+        self.config, self.run_dir, self.progress, self.worlds = config, Path(run_dir), progress, worlds
+        if worlds is not None:
+            wrong = [w.name for w in worlds if w.n_actions != config.model.n_actions]
+            if wrong:
+                raise ValueError(f"world(s) {', '.join(wrong)} have a different number of actions than "
+                                 f"model.n_actions={config.model.n_actions}")
         t = config.train
         torch.set_num_threads(t.threads)
         self.device = torch.device(t.device)
         torch.manual_seed(t.seed)
         self.model = TEMt(config.model).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=learning_rate(0, t))
-        self.walks = WalkStream(config.walks, t.batch_size, seed=t.seed)
+        self.walks = WalkStream(config.walks, t.batch_size, seed=t.seed, worlds=worlds)
         self.state: TEMtState | None = None
         self.step = 0
         self.tb = None
@@ -181,7 +189,7 @@ class Trainer:
     def evaluate(self) -> dict:
         e = self.config.eval
         r = run_rollout(self.model, self.config.walks, e.n_worlds, e.steps, e.seed,
-                        chunk_length=self.config.train.chunk_length, device=self.device)
+                        chunk_length=self.config.train.chunk_length, device=self.device, worlds=self.worlds)
         summary = accuracy_summary(r.correct, r.revisit, r.new_edge, r.edge_seen, r.actions, r.n_stimuli)
         summary["by_coverage"] = accuracy_by_coverage(r.correct, r.revisit, r.edge_seen, r.actions, r.n_visited,
                                                       r.n_nodes, r.n_stimuli)

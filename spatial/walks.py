@@ -30,7 +30,8 @@ POLICIES = ("uniform", "repeat", "heading")
 
 @dataclass
 class WalkConfig:
-    kind: str = "square"                         # 'square' (sizes are widths) or 'hex' (sizes are radii)
+    kind: str = "square"                         # 'square' (sizes = widths), 'hex' (sizes = radii) or 'graph'
+                                                 # (worlds given in code: Trainer(..., worlds=[graph_world(G)]))
     sizes: tuple[int, ...] = (10, 10, 11, 11, 8, 9, 10, 11, 8, 9, 10, 11, 8, 8, 9, 9)  # TEM's widths
     n_stimuli: int = 45
     policy: str = "repeat"
@@ -40,8 +41,8 @@ class WalkConfig:
 
     def __post_init__(self):
         problems = []
-        if self.kind not in ("square", "hex"):
-            problems.append(f"kind must be 'square' or 'hex' (got {self.kind!r})")
+        if self.kind not in ("square", "hex", "graph"):
+            problems.append(f"kind must be 'square', 'hex' or 'graph' (got {self.kind!r})")
         if self.policy not in POLICIES:
             problems.append(f"policy must be one of {POLICIES} (got {self.policy!r})")
         if not self.sizes:
@@ -67,6 +68,8 @@ class WalkStream:
                for analysis, where the world of each slot must be known."""
         self.config, self.batch_size, self.fixed = config, batch_size, fixed
         self.rng = np.random.default_rng(seed)
+        if worlds is None and config.kind == "graph":
+            raise ValueError("walks.kind='graph' needs the worlds themselves: pass worlds=[graph_world(...), ...]")
         self.world_pool = worlds if worlds is not None else [make_world(config.kind, s) for s in config.sizes]
         n_actions = {w.n_actions for w in self.world_pool}
         if len(n_actions) != 1:
@@ -122,11 +125,9 @@ class WalkStream:
     def _choose(self, rows: np.ndarray, u: np.ndarray, u2: np.ndarray) -> np.ndarray:
         """One action per slot in `rows` from the policy; u, u2 uniform draws (len(rows),)."""
         node = self.node[rows]
-        n_avail = self.n_avail[rows, node]
-        avail = self.avail_list[rows, node]                        # (R, A), first n_avail entries valid
         policy = self.config.policy
-        if policy == "uniform":
-            return avail[np.arange(len(rows)), (u * n_avail).astype(np.int64)]
+        if policy == "uniform":                                    # the k-th available action, k uniform
+            return self.avail_list[rows, node, (u * self.n_avail[rows, node]).astype(np.int64)]
         ok = self.transitions[rows, node] >= 0                     # (R, A)
         if policy == "repeat":
             weights = ok.astype(float)
@@ -163,49 +164,65 @@ class WalkStream:
         n_visited  nodes of the world visited so far, including this step
         """
         B = self.batch_size
-        out = {k: np.zeros((B, length), dtype=np.int64) for k in
-               ("x", "actions", "nodes", "world", "world_index", "n_visited")}
-        out["revisit"] = np.zeros((B, length), dtype=bool)
-        out["new_edge"] = np.zeros((B, length), dtype=bool)
-        out["edge_seen"] = np.zeros((B, length), dtype=bool)
-        n_visited = self.visited.sum(1)
+        # Time-major buffers (contiguous row writes); only what is sequential is computed inside the loop.
+        actions = np.empty((length, B), dtype=np.int64)
+        nodes = np.empty((length, B), dtype=np.int64)
+        x = np.empty((length, B), dtype=np.int64)
+        revisit = np.empty((length, B), dtype=bool)
+        edge_seen = np.zeros((length, B), dtype=bool)
+        starts = np.zeros((length, B), dtype=bool)
+        world_count = np.empty((length, B), dtype=np.int64)
+        world_index = np.empty((length, B), dtype=np.int64)
+        n_visited0 = self.visited.sum(1)
         u_all = self.rng.random((length, B))
         u2_all = self.rng.random((length, B))
         rows_all = np.arange(B)
-        for t in range(length):
+        t = 0
+        while t < length:
+            # steps until the next world swap of any slot: the loop in between needs no per-step bookkeeping
             starting = self.steps_left <= 0
             if starting.any():
                 for slot in np.flatnonzero(starting):
                     self._new_world(int(slot))
-                n_visited[starting] = 0
-            moving = ~starting
-            action = np.full(B, RESET, dtype=np.int64)
-            if moving.any():
-                rows = rows_all[moving]
-                a = self._choose(rows, u_all[t, moving], u2_all[t, moving])
-                prev_node = self.node[rows]
-                edge_new = ~self.edge_taken[rows, prev_node, a]
-                out["edge_seen"][rows, t] = ~edge_new
-                self.edge_taken[rows, prev_node, a] = True
-                self.node[rows] = self.transitions[rows, prev_node, a]
-                action[rows] = a
-                self.prev_action[rows] = a
-                if self.stay is not None:
-                    edge_new &= a != self.stay
-                out["new_edge"][rows, t] = edge_new
-            node = self.node
-            revisit = self.visited[rows_all, node]
-            self.visited[rows_all, node] = True
-            n_visited += ~revisit
-            self.steps_left -= 1
-            out["x"][:, t] = self.obs[rows_all, node]
-            out["actions"][:, t] = action
-            out["nodes"][:, t] = node
-            out["revisit"][:, t] = revisit
-            out["world"][:, t] = self.world_count
-            out["world_index"][:, t] = self.world_index
-            out["n_visited"][:, t] = n_visited
-        return out
+                starts[t] = starting
+            moving = rows_all[~starting]
+            span = min(length - t, int(self.steps_left.min()))            # >= 1: every slot has steps left
+            world_count[t:t + span] = self.world_count
+            world_index[t:t + span] = self.world_index
+            for k in range(t, t + span):
+                rows = moving if k == t else rows_all
+                if rows.size:
+                    a = self._choose(rows, u_all[k, rows], u2_all[k, rows])
+                    prev_node = self.node[rows]
+                    edge_seen[k, rows] = self.edge_taken[rows, prev_node, a]
+                    self.edge_taken[rows, prev_node, a] = True
+                    self.node[rows] = self.transitions[rows, prev_node, a]
+                    self.prev_action[rows] = a
+                    actions[k] = RESET
+                    actions[k, rows] = a
+                else:
+                    actions[k] = RESET
+                node = self.node
+                nodes[k] = node
+                revisit[k] = self.visited[rows_all, node]
+                self.visited[rows_all, node] = True
+                x[k] = self.obs[rows_all, node]
+            self.steps_left -= span
+            t += span
+        # after the loop, vectorised: new-edge flags, visited-node counts
+        new_edge = ~edge_seen & (actions != RESET)
+        if self.stay is not None:
+            new_edge &= actions != self.stay
+        first = (~revisit).astype(np.int64)
+        seg = np.cumsum(starts, 0)                                       # world segment within the chunk
+        counts = np.cumsum(first, 0)
+        base = np.where(starts, counts - first, 0)                       # count just before each world start
+        base = np.maximum.accumulate(np.where(starts, base, -1), 0)
+        n_visited = np.where(seg > 0, counts - base, n_visited0[None, :] + counts)
+        T = lambda a: np.ascontiguousarray(a.T)
+        return {"x": T(x), "actions": T(actions), "nodes": T(nodes), "revisit": T(revisit), "new_edge": T(new_edge),
+                "edge_seen": T(edge_seen), "world": T(world_count), "world_index": T(world_index),
+                "n_visited": T(n_visited)}
 
     # -- exact resume ------------------------------------------------------------------------------------------
     _STATE = ("transitions", "n_avail", "avail_list", "obs", "world_index", "world_count", "node", "steps_left",

@@ -79,3 +79,24 @@ def test_divergence_is_reported_and_the_last_checkpoint_kept(tmp_path, capsys, m
     assert main(args) == 3
     err = capsys.readouterr().err
     assert "training diverged: positions e became non-finite" in err and "step-0000005" in err
+
+
+def test_training_on_your_own_graph(tmp_path):
+    """A ring of 12 nodes with 'cw'/'ccw' moves and a stay action, built with networkx."""
+    import networkx as nx
+    import numpy as np
+
+    from spatial.worlds import graph_world
+    g = nx.DiGraph()
+    for i in range(12):
+        g.add_edge(i, (i + 1) % 12, action="cw")
+        g.add_edge((i + 1) % 12, i, action="ccw")
+    coords = {i: (np.cos(i / 12 * 2 * np.pi), np.sin(i / 12 * 2 * np.pi)) for i in range(12)}
+    ring = graph_world(g, coords=coords, stay=True, name="ring12")
+    cfg = load_config(SpatialConfig, None, ["walks.kind=graph", "model.n_actions=3", "model.pos_dim=32",
+                                            "train.steps=60", "train.chunk_length=25", "eval.every=60",
+                                            "eval.steps=100", "eval.n_worlds=4", "walks.walk_length=[60, 100]"])
+    final = Trainer(cfg, tmp_path / "ring", progress=False, worlds=[ring]).run()
+    assert final["n_revisit"] > 0 and 0 <= final["acc_revisit"] <= 1
+    with pytest.raises(ValueError, match="different number of actions"):
+        Trainer(load_config(SpatialConfig, None, ["walks.kind=graph"]), tmp_path / "x", worlds=[ring])
