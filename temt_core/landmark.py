@@ -20,6 +20,7 @@ recurrence's bounds.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
@@ -28,6 +29,15 @@ import torch.nn.functional as F
 from .attention import masked_softmax, zscore
 
 QUERIES = ("stimulus", "product")
+
+
+class LandmarkKeys(NamedTuple):
+    """A group of memories landmark correction can read: positions e (B, K, E), unit-norm z-scored positions zn
+    (B, K, E), stimuli x (B, K), mask (B, K)."""
+    e: torch.Tensor
+    zn: torch.Tensor
+    x: torch.Tensor
+    mask: torch.Tensor
 
 
 class LandmarkCorrection(nn.Module):
@@ -43,22 +53,33 @@ class LandmarkCorrection(nn.Module):
         nn.init.zeros_(self.gate.weight)
         nn.init.constant_(self.gate.bias, gate_bias)  # sigmoid(-2) = 0.12: start close to pure path integration
 
-    def forward(self, e_pi: torch.Tensor, x: torch.Tensor, e_mem: torch.Tensor, x_mem: torch.Tensor,
-                mask: torch.Tensor):
+    def forward(self, e_pi: torch.Tensor, x: torch.Tensor, memories: Sequence[LandmarkKeys]):
         """
-        e_pi:  (B, E) path-integrated position at this step
-        x:     (B,) stimulus observed at this step
-        e_mem: (B, K, E) stored positions, x_mem: (B, K) their stimuli, mask: (B, K) readable memories
-        returns the corrected position (B, E), the gate (B, E) and the retrieval weights (B, K)
+        e_pi:     (B, E) path-integrated position at this step
+        x:        (B,) stimulus observed at this step
+        memories: groups of stored memories (stored before this chunk; this chunk's so far), each with positions
+                  e (B, K, E), their unit-norm z-scores zn (B, K, E) (for the product query), stimuli x (B, K) and
+                  a mask (B, K) of the memories this step may read
+        returns the corrected position (B, E), the gate (B, E) and the retrieval weights (B, K_total)
         """
-        scores = (self.W_l(x_mem) @ self.W_l(x).unsqueeze(-1)).squeeze(-1) / math.sqrt(self.key_dim)  # (B, K)
-        if self.query == "product":
-            cos = (F.normalize(zscore(e_mem), dim=-1) @ F.normalize(zscore(e_pi), dim=-1).unsqueeze(-1)).squeeze(-1)
-            scores = scores * (1 + cos) / 2
+        # Stimuli are one-hot, so (x_t W_l) . (x_tau W_l) is entry (x_t, x_tau) of the Gram matrix W_l W_l^T:
+        # one (n_x, n_x) product and a gather per memory, instead of embedding every memory at every step.
+        gram = self.W_l.weight @ self.W_l.weight.t() / math.sqrt(self.key_dim)   # (n_x, n_x)
+        row = gram[x]                                                           # (B, n_x)
+        zn_pi = F.normalize(zscore(e_pi), dim=-1).unsqueeze(-1) if self.query == "product" else None
+        parts = []
+        for m in memories:
+            s = row.gather(1, m.x)                                              # (B, K) stimulus similarity
+            if self.query == "product":
+                s = s * (1 + (m.zn @ zn_pi).squeeze(-1)) / 2                    # times position similarity
+            parts.append(s)
+        scores = torch.cat(parts, -1)                                           # (B, K_total)
+        mask = torch.cat([m.mask for m in memories], -1)
         n = mask.sum(-1, keepdim=True).clamp(min=1).to(scores.dtype)
         scores = scores * torch.log(n)
-        weights = masked_softmax(scores, mask)                                  # (B, K)
-        e_ret = (weights.unsqueeze(1) @ e_mem).squeeze(1)                       # (B, E)
+        weights = masked_softmax(scores, mask)                                  # (B, K_total)
+        e_ret = sum((w.unsqueeze(1) @ m.e).squeeze(1)                          # (B, E)
+                    for w, m in zip(weights.split([m.x.shape[1] for m in memories], -1), memories))
         anything = mask.any(-1, keepdim=True)                                  # (B, 1)
         if scores.shape[-1]:
             masked = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)

@@ -40,9 +40,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import Keys, TEMtAttention, zscore
-from .landmark import QUERIES, LandmarkCorrection
+from .landmark import QUERIES, LandmarkCorrection, LandmarkKeys
 from .memory import MemoryStore, find_duplicates, slot_ids
-from .positions import ACTIVATIONS, METHODS, RESET, TRANSITIONS, RecurrentPositions
+from .positions import ACTIVATIONS, METHODS, RESET, TRANSITIONS, RecurrentPositions, wide_transitions
 from .validation import check_index_tensor, check_shape
 
 
@@ -216,37 +216,51 @@ class TEMt(nn.Module):
         return run
 
     def _sequential(self, x, actions, state, world, W, return_memory_neurons):
-        """Step by step. Keys grow by one memory per step; the chunk's own keys keep their gradient."""
+        """Step by step. The stored memories are one fixed group of keys; this chunk's memories (which keep their
+        gradient) grow by one per step in a second group, so no step copies the whole store."""
         B, T = x.shape
         mem = state.memory
-        keys_e, keys_z = mem.e, mem.z
-        keys_x, keys_world, keys_valid = mem.x, mem.world, mem.valid
+        need_zn = self.config.dedup_threshold is not None or (self.landmark is not None and
+                                                              self.landmark.query == "product")
+        mem_zn = F.normalize(mem.z, dim=-1) if need_zn else mem.z              # once per chunk, not per step
+        chunk = {k: [] for k in ("e", "z", "zn", "x", "world", "valid")}
+        wide = wide_transitions(W)
         e_prev = state.e
         out = {k: [] for k in ("e", "e_pi", "z", "logits", "logits_corrected", "gate", "probs", "stored")}
         for t in range(T):
-            e_pi = self.positions.step(e_prev, actions[:, t], W)                       # (B, E)
-            readable = keys_valid & (keys_world == world[:, t, None])                  # (B, K)
-            keys = [Keys(keys_z, keys_x, readable.unsqueeze(1))]
+            e_pi = self.positions.step_wide(e_prev, actions[:, t], wide)              # (B, E)
+            same_world = world[:, t] == state.world                                   # (B,) store readable
+            c = {k: torch.stack(v, 1) if v else None for k, v in chunk.items()}        # (B, t, ...) so far
+            c_readable = (c["valid"] & (c["world"] == world[:, t, None])) if t else \
+                torch.zeros(B, 0, dtype=torch.bool, device=x.device)
+            c_z = c["z"] if t else mem.z[:, :0]
+            c_x = c["x"] if t else mem.x[:, :0]
+            keys = [Keys(mem.z, mem.x, mem.valid.unsqueeze(1), rows=same_world.unsqueeze(1)),
+                    Keys(c_z, c_x, c_readable.unsqueeze(1))]
             logits, probs = self.attention(zscore(e_pi).unsqueeze(1), keys)
             e_t = e_pi
+            mem_readable = mem.valid & same_world.unsqueeze(1)                         # (B, M)
             if self.landmark is not None:
-                e_t, gate, _ = self.landmark(e_pi, x[:, t], keys_e, keys_x, readable)
+                groups = [LandmarkKeys(mem.e, mem_zn, mem.x, mem_readable),
+                          LandmarkKeys(c["e"] if t else mem.e[:, :0], c["zn"] if t else mem_zn[:, :0], c_x,
+                                       c_readable)]
+                e_t, gate, _ = self.landmark(e_pi, x[:, t], groups)
                 logits_c, _ = self.attention(zscore(e_t).unsqueeze(1), keys)
                 out["logits_corrected"].append(logits_c.squeeze(1))
                 out["gate"].append(gate)
             z_t = zscore(e_t)
+            zn_t = F.normalize(z_t, dim=-1)
             stored = torch.ones(B, dtype=torch.bool, device=x.device)
             if self.config.dedup_threshold is not None:
                 with torch.no_grad():
-                    cos = (F.normalize(keys_z, dim=-1) @ F.normalize(z_t, dim=-1).unsqueeze(-1)).squeeze(-1)
-                    repeat = (cos > self.config.dedup_threshold) & (keys_x == x[:, t, None]) & readable
-                    stored = ~repeat.any(-1)
-            if self.landmark is not None:
-                keys_e = torch.cat([keys_e, e_t.unsqueeze(1)], 1)
-            keys_z = torch.cat([keys_z, z_t.unsqueeze(1)], 1)
-            keys_x = torch.cat([keys_x, x[:, t, None]], 1)
-            keys_world = torch.cat([keys_world, world[:, t, None]], 1)
-            keys_valid = torch.cat([keys_valid, stored.unsqueeze(1)], 1)
+                    cos = torch.cat([(mem_zn @ zn_t.unsqueeze(-1)).squeeze(-1),
+                                     (c["zn"] @ zn_t.unsqueeze(-1)).squeeze(-1) if t else mem.x[:, :0].float()], 1)
+                    readable = torch.cat([mem_readable, c_readable], 1)
+                    repeat = (cos > self.config.dedup_threshold) & (torch.cat([mem.x, c_x], 1) == x[:, t, None])
+                    stored = ~(repeat & readable).any(-1)
+            for k, v in (("e", e_t), ("z", z_t), ("zn", zn_t), ("x", x[:, t]), ("world", world[:, t]),
+                         ("valid", stored)):
+                chunk[k].append(v)
             for name, value in (("e", e_t), ("e_pi", e_pi), ("z", z_t), ("logits", logits.squeeze(1)),
                                 ("stored", stored)):
                 out[name].append(value)
