@@ -55,10 +55,12 @@ class TEMtConfig:
     pos_dim: int = 128                  # E; TEM's g has 120 units in 5 modules
     activation: str = "relu"            # sigma; the paper found grid cells with 'linear' and 'relu'
     bound: float | None = 1.0           # clamp e to [-bound, bound] after sigma (TEM clamps g to [-1, 1])
-    transition: str = "matrix"          # 'matrix': free U_a; 'mlp': TEM's MLP of the one-hot action
+    transition: str = "matrix"          # 'matrix': free U_a; 'mlp': TEM's MLP of the one-hot action;
+                                        # 'orthogonal': W_a = exp(skew), a rotation (spec L8)
     transition_init_std: float = 0.0    # 0 = TEM: every action starts as a no-op (W_a = I)
     stay_action: int | None = 0         # this action's transition is exactly the identity
     n_modules: int = 1                  # >1: block-diagonal transitions (TEM's frequency modules)
+    inverse_actions: tuple[tuple[int, int], ...] = ()   # opposite moves, tied in the 'orthogonal' transition
     recurrence: str = "auto"            # 'auto' | 'fused' | 'loop' | 'scan' (see positions.py)
     # attention
     key_dim: int | None = None          # d_k of W_e (None: pos_dim)
@@ -153,7 +155,8 @@ class TEMt(nn.Module):
         self.config = c = config
         self.positions = RecurrentPositions(
             c.n_actions, c.pos_dim, activation=c.activation, bound=c.bound, transition=c.transition,
-            stay_action=c.stay_action, n_modules=c.n_modules, init_std=c.transition_init_std, method=c.recurrence)
+            stay_action=c.stay_action, n_modules=c.n_modules, init_std=c.transition_init_std, method=c.recurrence,
+            inverse_actions=c.inverse_actions)
         self.attention = TEMtAttention(c.pos_dim, c.n_stimuli, key_dim=c.key_dim, value_dim=c.value_dim,
                                        multiplier=c.attention_multiplier)
         self.attention_backend = "auto"     # 'explicit' | 'sdpa' | 'auto' (see TEMtAttention.forward)

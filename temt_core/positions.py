@@ -45,7 +45,7 @@ _ACTIVATIONS = {
 }
 ACTIVATIONS = tuple(_ACTIVATIONS)
 METHODS = ("auto", "loop", "fused", "scan")
-TRANSITIONS = ("matrix", "mlp")
+TRANSITIONS = ("matrix", "mlp", "orthogonal")
 
 
 def _activate(h: torch.Tensor, activation: str, bound: float | None) -> torch.Tensor:
@@ -188,7 +188,10 @@ class RecurrentPositions(nn.Module):
         dim: E, the number of position units.
         activation: sigma, one of ACTIVATIONS. The paper found grid cells with 'linear' and 'relu'.
         bound: clamp after sigma (TEM clamps g to [-1, 1]); None for none. The scan path needs None.
-        transition: 'matrix' (a free U_a per action) or 'mlp' (TEM: U_a = MLP(one_hot(a)), tanh hidden).
+        transition: 'matrix' (a free U_a per action), 'mlp' (TEM: U_a = MLP(one_hot(a)), tanh hidden) or
+            'orthogonal' (W_a = exp(S_a), S_a skew-symmetric: norm-preserving rotations; spec L8, a strong prior)
+        inverse_actions: pairs (a, b) of opposite moves; with 'orthogonal', S_b = -S_a, so W_b = W_a^-1 exactly
+            (a path and its reverse cancel). Ignored by the other transitions.
         stay_action: the action whose transition is exactly the identity (TEM's 'stand still'), or None.
         n_modules: >1 makes U_a block-diagonal (TEM's frequency modules; spec L6).
         init_std: std of the initial U_a entries times sqrt(E) (0 = TEM's zero init: every move a no-op).
@@ -199,7 +202,8 @@ class RecurrentPositions(nn.Module):
 
     def __init__(self, n_actions: int, dim: int, activation: str = "relu", bound: float | None = 1.0,
                  transition: str = "matrix", stay_action: int | None = None, n_modules: int = 1,
-                 init_std: float = 0.0, mlp_hidden: int = 20, method: str = "auto", check_finite: bool = True):
+                 init_std: float = 0.0, mlp_hidden: int = 20, method: str = "auto", check_finite: bool = True,
+                 inverse_actions: tuple = ()):
         super().__init__()
         if n_actions < 1:
             raise ValueError(f"n_actions must be >= 1, got {n_actions}")
@@ -238,7 +242,16 @@ class RecurrentPositions(nn.Module):
             block = dim // n_modules
             mask = mask * torch.block_diag(*[torch.ones(block, block)] * n_modules)
         self.register_buffer("update_mask", mask, persistent=False)
-        if transition == "matrix":
+        # For 'orthogonal': the second action of each inverse pair uses minus the first one's generator.
+        sign, source = torch.ones(n_actions), torch.arange(n_actions)
+        for a, b in inverse_actions:
+            if not (0 <= a < n_actions and 0 <= b < n_actions) or a == b:
+                raise ValueError(f"inverse_actions: ({a}, {b}) is not a pair of distinct action ids in "
+                                 f"[0, {n_actions})")
+            sign[b], source[b] = -1.0, a
+        self.register_buffer("generator_sign", sign.view(-1, 1, 1), persistent=False)
+        self.register_buffer("generator_source", source, persistent=False)
+        if transition in ("matrix", "orthogonal"):
             self.U = nn.Parameter(init_std / math.sqrt(dim) * torch.randn(n_actions, dim, dim))
         else:  # TEM's transition MLP; zero output layer = identity transitions at init
             self.mlp_in = nn.Linear(n_actions, mlp_hidden)
@@ -251,6 +264,11 @@ class RecurrentPositions(nn.Module):
         """U_a for every action, (A, E, E), with the structural zeros applied."""
         if self.transition == "matrix":
             U = self.U
+        elif self.transition == "orthogonal":
+            G = self.U * self.update_mask
+            S = (G - G.transpose(1, 2))[self.generator_source] * self.generator_sign   # skew-symmetric, tied
+            eye = torch.eye(self.dim, device=S.device, dtype=S.dtype)
+            return torch.linalg.matrix_exp(S) - eye
         else:
             onehot = torch.eye(self.n_actions, device=self.e_init.device, dtype=self.e_init.dtype)
             U = self.mlp_out(torch.tanh(self.mlp_in(onehot))).view(self.n_actions, self.dim, self.dim)

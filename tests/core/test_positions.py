@@ -196,3 +196,20 @@ def test_bad_e0_and_config():
         RecurrentPositions(5, 4, activation="swish")
     with pytest.raises(ValueError, match="n_modules must divide"):
         RecurrentPositions(5, 4, n_modules=3)
+
+
+def test_orthogonal_transitions_are_rotations_with_exact_inverses():
+    torch.manual_seed(9)
+    m = RecurrentPositions(5, 8, activation="linear", bound=None, transition="orthogonal", stay_action=0,
+                           init_std=1.0, inverse_actions=((1, 3), (2, 4))).double()
+    W = m.transition_matrices()
+    eye = torch.eye(8, dtype=torch.double)
+    for a in range(5):
+        torch.testing.assert_close(W[a] @ W[a].t(), eye)          # orthogonal: norm-preserving
+    torch.testing.assert_close(W[1] @ W[3], eye)                   # north then south: back where it started
+    torch.testing.assert_close(W[2] @ W[4], eye)
+    torch.testing.assert_close(W[0], eye)
+    e = m(torch.tensor([[RESET, 1, 2, 3, 4, 1, 1, 3, 3]]))
+    torch.testing.assert_close(e[0, -1].norm(), m.e_init.norm())  # a closed loop never grows the code
+    with pytest.raises(ValueError, match="inverse_actions"):
+        RecurrentPositions(5, 8, transition="orthogonal", inverse_actions=((1, 1),))
