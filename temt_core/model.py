@@ -56,7 +56,7 @@ class TEMtConfig:
     activation: str = "relu"            # sigma; the paper found grid cells with 'linear' and 'relu'
     bound: float | None = 1.0           # clamp e to [-bound, bound] after sigma (TEM clamps g to [-1, 1])
     transition: str = "matrix"          # 'matrix': free U_a; 'mlp': TEM's MLP of the one-hot action;
-                                        # 'orthogonal': W_a = exp(skew), a rotation (spec L8)
+                                        # 'orthogonal': W_a = Cayley(skew), a rotation (spec L8)
     transition_init_std: float = 0.0    # 0 = TEM: every action starts as a no-op (W_a = I)
     stay_action: int | None = 0         # this action's transition is exactly the identity
     n_modules: int = 1                  # >1: block-diagonal transitions (TEM's frequency modules)

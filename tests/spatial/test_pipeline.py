@@ -67,4 +67,5 @@ def test_combined_report_states_verdicts(tmp_path):
     assert "| C1 grid cells, ReLU | reproduced |" in text
     assert "| C1 grid cells, linear | NOT reproduced |" in text
     assert "| C9 hex worlds | not run |" in text
-    assert "| C3 memory neurons place-like, remap; positions keep structure | reproduced |" in text
+    assert "| C3 memory neurons, relu | reproduced |" in text
+    assert "| C2 band cells, relu | reproduced |" in text and "| C2 band cells, linear | NOT reproduced |" in text

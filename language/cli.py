@@ -1,0 +1,148 @@
+"""Command line of the language package (`python -m language ...`; `temt-language` once packaged).
+
+    python -m language train --config configs/language/quick.yaml --out runs/lang/g model.pos=grammar \
+        model.structure=joint
+    python -m language train --resume runs/lang/g [train.steps=4000]
+    python -m language evaluate runs/lang/g [--split dev]          # test is scored once per run
+    python -m language study --quick                               # = scripts/language.sh --quick
+    python -m language actions ../shared/data/ud-english-ewt/en_ewt-ud-dev.conllu [--labels] [--show 3]
+    python -m language actions --spacy en_core_web_sm "Any raw text."   # needs that pipeline installed
+    python -m language export runs/lang/sin/seed0 hf_out           # Hugging Face save_pretrained
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from temt_core.checkpoint import CheckpointError
+from temt_core.config import ConfigError, load_config
+from temt_core.validation import NonFiniteError
+
+from .trees import TreebankError
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "language"
+
+
+def _train(args) -> int:
+    from .train import LanguageConfig, load_run_config, merge_overrides, train
+    if args.resume:
+        if args.config:
+            raise ConfigError("--resume uses the run's own config.yaml; give changes as key=value overrides")
+        cfg = merge_overrides(load_run_config(args.resume), args.overrides)
+        summary = train(cfg, args.resume, resume=True)
+    else:
+        if not args.out:
+            raise ConfigError("train needs --out RUN_DIR")
+        cfg = load_config(LanguageConfig, args.config, args.overrides)
+        summary = train(cfg, args.out)
+    print(f"best dev {summary['best_dev']:.2f} at step {summary['best_step']} of {summary['steps']} "
+          f"({summary['tokens_per_s']:.0f} tokens/s)")
+    return 0
+
+
+def _evaluate(args) -> int:
+    import numpy as np
+
+    from .evaluate import ppl
+    from .study import evaluate_run
+    res = evaluate_run(args.run_dir, args.split, force=args.force)
+    n = np.array(res["n_tokens"])
+    w, a = np.array(res["word_nll"]), np.array(res["action_nll"])
+    print(f"{args.split}: word ppl (exact, or conditional on gold actions) {ppl(w, n):.2f}; joint {ppl(w + a, n):.2f}")
+    for K, v in res.get("beam", {}).items():
+        print(f"  beam {K}: {math.exp(sum(v) / n.sum()):.2f}")
+    return 0
+
+
+def _study(args) -> int:
+    from .study import ARMS, run_study
+    from .train import LanguageConfig
+    config = args.config or str(CONFIGS / ("quick.yaml" if args.quick else "full.yaml"))
+    base = load_config(LanguageConfig, config, args.overrides)
+    out = args.out or ("runs/language-quick" if args.quick else "runs/language")
+    arms = args.arms.split(",") if args.arms else list(ARMS)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    command = "scripts/language.sh " + " ".join(sys.argv[2:])
+    run_study(base, out, arms, seeds, args.report, command=command.strip())
+    return 0
+
+
+def _actions(args) -> int:
+    from .actions import ActionConfig, action_names, pair_coverage
+    from .trees import from_spacy, read_brackets, read_conllu
+    cfg = ActionConfig(labels=args.labels)
+    if args.spacy:
+        import spacy
+        nlp = spacy.load(args.spacy)            # an installed pipeline; nothing is downloaded here
+        trees = from_spacy(nlp(" ".join(args.inputs)))
+    else:
+        trees = []
+        for path in args.inputs:
+            fmt = args.format or ("conllu" if path.endswith(".conllu") else "brackets")
+            t, stats = (read_conllu if fmt == "conllu" else read_brackets)(path, on_error=args.on_error)
+            trees.extend(t)
+            print(f"{path}: {stats.sentences} sentences, {stats.words} words, skipped {stats.skipped}, "
+                  f"multiword ranges {stats.multiword_ranges}, empty nodes {stats.empty_nodes}, traces "
+                  f"{stats.traces}")
+    print(pair_coverage(trees, cfg.max_up, cfg.max_down))
+    for t in trees[: args.show]:
+        print(" ".join(f"{w}" for w in t.words))
+        print("  " + " ".join(action_names(t, cfg)))
+    return 0
+
+
+def _export(args) -> int:
+    from .hf import export_run
+    path = export_run(args.run_dir, args.out)
+    print(f"saved {path} (load with transformers.AutoModelForCausalLM.from_pretrained after `import language.hf`)")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m language", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train one model")
+    t.add_argument("--config")
+    t.add_argument("--out")
+    t.add_argument("--resume", metavar="RUN_DIR")
+    t.add_argument("overrides", nargs="*", help="key=value config overrides")
+    t.set_defaults(fn=_train)
+    e = sub.add_parser("evaluate", help="score a run on a split (test: once)")
+    e.add_argument("run_dir")
+    e.add_argument("--split", default="test", choices=["dev", "test"])
+    e.add_argument("--force", action="store_true", help="recompute an existing score (never to tune on test)")
+    e.set_defaults(fn=_evaluate)
+    s = sub.add_parser("study", help="the whole study: arms x seeds, report")
+    s.add_argument("--quick", action="store_true", help="small version for a 2-core CPU (<= 20 minutes)")
+    s.add_argument("--config")
+    s.add_argument("--out")
+    s.add_argument("--report", default="docs/results/language.md")
+    s.add_argument("--arms", help="comma-separated subset of the arms")
+    s.add_argument("--seeds", default="0,1,2")
+    s.add_argument("overrides", nargs="*")
+    s.set_defaults(fn=_study)
+    a = sub.add_parser("actions", help="show action sequences and (up, down) coverage of treebank files")
+    a.add_argument("inputs", nargs="+", help="files (or, with --spacy, the text)")
+    a.add_argument("--format", choices=["conllu", "brackets"])
+    a.add_argument("--labels", action="store_true")
+    a.add_argument("--show", type=int, default=2)
+    a.add_argument("--on-error", default="raise", choices=["raise", "skip"])
+    a.add_argument("--spacy", metavar="PIPELINE", help="parse the text with this installed spaCy pipeline")
+    a.set_defaults(fn=_actions)
+    x = sub.add_parser("export", help="save a run as a Hugging Face model (save_pretrained)")
+    x.add_argument("run_dir")
+    x.add_argument("out")
+    x.set_defaults(fn=_export)
+    args = p.parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ConfigError, CheckpointError, TreebankError, FileNotFoundError, NonFiniteError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,295 @@
+"""Corpora -> word vocabulary (tokenizers) -> action vocabulary -> datasets (datasets) -> length-bucketed batches.
+
+    corpus = load_corpus(DataConfig())                          # {'train': [Tree], 'dev': [...], 'test': [...]}
+    words = build_word_vocab(corpus["train"], min_freq=2)       # tokenizers.Tokenizer, word level, <unk> below 2
+    actions = build_action_vocab(corpus["train"], cfg.actions)  # language.actions.ActionVocab
+    ds = encode_split(corpus["dev"], words, actions, cfg.actions)   # datasets.Dataset, one row per sentence
+
+Everything is read from local files: the treebanks under `data.root` (default `../shared/data` relative to the
+repository root; the environment variable TEMT_DATA overrides it, an explicit `data.root=...` overrides both).
+Nothing is downloaded: HF_DATASETS_OFFLINE and HF_HUB_OFFLINE are set before `datasets` is imported.
+
+One row: ids = [BOS, w_1..w_n, EOS]; actions = a_0..a_n (a_n = END; a_i moves from token i to token i+1);
+tree_parents / tree_actions (node labels) / tree_branch (rank among siblings) over the tree's nodes (tree mode),
+tok_nodes = the node of every token (BOS and EOS at the ROOT). All models predict the same n + 1 events (n words and EOS) from one shared vocabulary.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+from .actions import NEXT, ActionConfig, ActionVocab, action_names, shuffle_actions, tree_action_names  # noqa: E402
+from .trees import ReadStats, Tree, read_brackets, read_conllu, read_ptb_zip  # noqa: E402
+
+PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
+SPECIAL_WORDS = (PAD, UNK, BOS, EOS)            # ids 0..3
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CORPORA = ("ud-ewt", "ptb-sample", "ttc")
+
+
+@dataclass
+class DataConfig:
+    root: str = ""                   # treebank folder; '' = $TEMT_DATA or <repo>/../shared/data
+    corpus: str = "ud-ewt"           # ud-ewt (the study) | ptb-sample | ttc (Tale of Two Cities)
+    train_limit: int = 0             # first N training sentences (0 = all): the quick study uses a subset
+    dev_limit: int = 0
+    test_limit: int = 0
+    max_words: int = 0               # drop longer sentences from every split (0 = keep all)
+    min_freq: int = 2                # words rarer than this in train become <unk> (spec section 6)
+    on_error: str = "raise"          # 'skip' skips malformed sentences and counts them
+    transform: str = "gold"          # gold | next (one action, known in advance) | shuffled (permuted per sentence)
+    actions: ActionConfig = field(default_factory=ActionConfig)
+
+    def __post_init__(self):
+        if self.corpus not in CORPORA:
+            raise ValueError(f"corpus must be one of {CORPORA}, got {self.corpus!r}")
+        if self.transform not in ("gold", "next", "shuffled"):
+            raise ValueError(f"transform must be gold, next or shuffled, got {self.transform!r}")
+        if self.on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
+        for name in ("train_limit", "dev_limit", "test_limit", "max_words"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (got {getattr(self, name)})")
+        if self.min_freq < 1:
+            raise ValueError(f"min_freq must be >= 1 (got {self.min_freq})")
+
+
+def data_root(cfg: DataConfig) -> Path:
+    if cfg.root:
+        root = Path(cfg.root)
+        return root if root.is_absolute() else (Path.cwd() / root)
+    if os.environ.get("TEMT_DATA"):
+        return Path(os.environ["TEMT_DATA"])
+    return REPO_ROOT.parent / "shared" / "data"
+
+
+def load_corpus(cfg: DataConfig) -> tuple[dict[str, list[Tree]], dict[str, ReadStats]]:
+    """Read train/dev/test trees of cfg.corpus (with limits and the length filter applied)."""
+    root = data_root(cfg)
+    if not root.is_dir():
+        raise FileNotFoundError(f"treebank folder {str(root)!r} does not exist: set data.root=PATH or TEMT_DATA")
+    splits, stats = {}, {}
+    limits = {"train": cfg.train_limit, "dev": cfg.dev_limit, "test": cfg.test_limit}
+    for split in ("train", "dev", "test"):
+        if cfg.corpus == "ud-ewt":
+            trees, st = read_conllu(root / "ud-english-ewt" / f"en_ewt-ud-{split}.conllu", cfg.on_error)
+        elif cfg.corpus == "ttc":
+            name = {"train": "train", "dev": "valid", "test": "test"}[split]
+            trees, st = read_brackets(root / "tale-of-two-cities-trees" / f"{name}.txt", cfg.on_error)
+        else:  # NLTK PTB sample: split by file (data README)
+            files = {"train": range(1, 160), "dev": range(160, 180), "test": range(180, 200)}[split]
+            trees, st = read_ptb_zip(root / "ptb-sample-nltk" / "treebank.zip", files, cfg.on_error)
+        if cfg.max_words:
+            trees = [t for t in trees if len(t) <= cfg.max_words]
+        if limits[split]:
+            trees = trees[: limits[split]]
+        splits[split], stats[split] = trees, st
+    return splits, stats
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# vocabularies
+
+def build_word_vocab(trees: Sequence[Tree], min_freq: int = 2):
+    """Word-level tokenizers.Tokenizer over training words; words seen fewer than min_freq times are <unk>."""
+    from tokenizers import Tokenizer, models, trainers
+    tok = Tokenizer(models.WordLevel(unk_token=UNK))
+    trainer = trainers.WordLevelTrainer(min_frequency=min_freq, special_tokens=list(SPECIAL_WORDS),
+                                        show_progress=False)
+    # no pre-tokenizer: every treebank word (even one with a space inside) is one token
+    tok.train_from_iterator((w for t in trees for w in t.words), trainer=trainer)
+    for i, s in enumerate(SPECIAL_WORDS):
+        if tok.token_to_id(s) != i:
+            raise RuntimeError(f"tokenizers put {s} at id {tok.token_to_id(s)}, expected {i}")
+    return tok
+
+
+def load_word_vocab(path: str | Path):
+    from tokenizers import Tokenizer
+    return Tokenizer.from_file(str(path))
+
+
+def encode_words(tok, words: Sequence[str]) -> list[int]:
+    ids = tok.encode(list(words), is_pretokenized=True, add_special_tokens=False).ids
+    if len(ids) != len(words):
+        raise RuntimeError(f"the word vocabulary split {len(words)} words into {len(ids)} tokens")
+    return [SPECIAL_WORDS.index(BOS)] + ids + [SPECIAL_WORDS.index(EOS)]
+
+
+def build_action_vocab(trees: Sequence[Tree], cfg: ActionConfig, transform: str = "gold") -> ActionVocab:
+    if transform == "next":
+        return ActionVocab([*ActionVocab.SPECIALS, NEXT], {"transform": "next"})
+    return ActionVocab.build((action_names(t, cfg) for t in trees), cfg.min_count, meta={"transform": transform})
+
+
+def build_tree_vocab(trees: Sequence[Tree], cfg: ActionConfig) -> ActionVocab:
+    return ActionVocab.build((tree_action_names(t, cfg)[1:] for t in trees), cfg.tree_min_count,
+                             meta={"kind": "tree labels"})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# datasets
+
+def encode_tree(tree: Tree, index: int, words, actions: ActionVocab, tree_vocab: ActionVocab | None,
+                cfg: ActionConfig, transform: str = "gold", shuffle_seed: int = 0) -> dict:
+    ids = encode_words(words, tree.words)
+    if transform == "next":
+        acts = [actions.index[NEXT]] * (len(tree.words) + 1)    # one action everywhere, even into EOS
+    else:
+        acts = actions.encode(action_names(tree, cfg))
+        if transform == "shuffled":
+            acts = shuffle_actions(acts, shuffle_seed * 1_000_003 + index)
+    row = {"ids": ids, "actions": acts, "n_words": len(tree.words), "index": index,
+           "tree_parents": list(tree.parents), "tok_nodes": [0] + list(tree.word_nodes) + [0]}
+    row["tree_actions"] = tree_vocab.encode(tree_action_names(tree, cfg)) if tree_vocab is not None else \
+        [0] * len(tree.parents)
+    row["tree_actions"][0] = 0
+    row["tree_branch"] = branch_indices(tree.parents)
+    return row
+
+
+def branch_indices(parents: Sequence[int]) -> list[int]:
+    """Each node's rank among its parent's children, in node order (Shiv & Quirk's branch index; ROOT 0)."""
+    seen: dict[int, int] = {}
+    out = [0] * len(parents)
+    for node, p in enumerate(parents):
+        if p >= 0:
+            out[node] = seen.get(p, 0)
+            seen[p] = out[node] + 1
+    return out
+
+
+def encode_split(trees: Sequence[Tree], words, actions: ActionVocab, cfg: ActionConfig,
+                 tree_vocab: ActionVocab | None = None, transform: str = "gold", shuffle_seed: int = 0):
+    """A datasets.Dataset with one row per sentence (built in memory from the local trees; nothing downloads)."""
+    import datasets
+    rows = [encode_tree(t, i, words, actions, tree_vocab, cfg, transform, shuffle_seed) for i, t in enumerate(trees)]
+    columns = {k: [r[k] for r in rows] for k in
+               ("ids", "actions", "n_words", "index", "tree_parents", "tree_actions", "tree_branch", "tok_nodes")}
+    return datasets.Dataset.from_dict(columns)
+
+
+def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
+    """Pad a list of rows into tensors. Padding: ids 0 (<pad>), actions 0, tree parents -1 (a fresh root)."""
+    B = len(rows)
+    L = max(len(r["ids"]) for r in rows)
+    N = max(len(r["tree_parents"]) for r in rows)
+    ids = torch.zeros(B, L, dtype=torch.long)
+    actions = torch.zeros(B, L - 1, dtype=torch.long)
+    mask = torch.zeros(B, L - 1, dtype=torch.bool)
+    parents = torch.full((B, N), -1, dtype=torch.long)
+    tacts = torch.zeros(B, N, dtype=torch.long)
+    branch = torch.zeros(B, N, dtype=torch.long)
+    nodes = torch.zeros(B, L, dtype=torch.long)
+    for b, r in enumerate(rows):
+        n = len(r["ids"])
+        ids[b, :n] = torch.as_tensor(r["ids"])
+        actions[b, : n - 1] = torch.as_tensor(r["actions"])
+        mask[b, : n - 1] = True
+        k = len(r["tree_parents"])
+        parents[b, :k] = torch.as_tensor(r["tree_parents"])
+        tacts[b, :k] = torch.as_tensor(r["tree_actions"])
+        branch[b, :k] = torch.as_tensor(r["tree_branch"])
+        nodes[b, :n] = torch.as_tensor(r["tok_nodes"])
+    return {"ids": ids, "actions": actions, "mask": mask, "tree_parents": parents, "tree_actions": tacts,
+            "tree_branch": branch, "tok_nodes": nodes, "index": torch.as_tensor([r["index"] for r in rows])}
+
+
+class TokenBatchSampler(torch.utils.data.Sampler):
+    """Batches of similar length holding at most max_tokens tokens (padded), in a seeded order per epoch.
+
+    Sentences are sorted by length inside windows of 50 batches' worth, cut into batches, and the batches
+    shuffled: little padding, and a different order each epoch. `set_epoch(e)` makes the order reproducible,
+    which exact resume relies on (the trainer skips the batches already done in the epoch).
+    """
+
+    def __init__(self, lengths: Sequence[int], max_tokens: int, shuffle: bool = True, seed: int = 0):
+        if max_tokens < max(lengths, default=1):
+            raise ValueError(f"max_tokens={max_tokens} is smaller than the longest sentence ({max(lengths)} "
+                             "tokens): raise train.max_tokens or set data.max_words")
+        self.lengths, self.max_tokens, self.shuffle, self.seed = list(lengths), max_tokens, shuffle, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        order = list(range(len(self.lengths)))
+        rng = random.Random(self.seed * 7919 + self.epoch)
+        if self.shuffle:
+            rng.shuffle(order)
+            avg = max(1, sum(self.lengths) // max(len(self.lengths), 1))
+            window = max(1, 50 * self.max_tokens // avg)
+            order = [i for s in range(0, len(order), window)
+                     for i in sorted(order[s:s + window], key=lambda i: self.lengths[i])]
+        else:
+            order.sort(key=lambda i: self.lengths[i])
+        out, cur, longest = [], [], 0
+        for i in order:
+            longest_new = max(longest, self.lengths[i])
+            if cur and longest_new * (len(cur) + 1) > self.max_tokens:
+                out.append(cur)
+                cur, longest_new = [], self.lengths[i]
+            cur.append(i)
+            longest = longest_new
+        if cur:
+            out.append(cur)
+        if self.shuffle:
+            rng.shuffle(out)
+        return out
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+
+def make_loader(ds, max_tokens: int, shuffle: bool, seed: int = 0) -> torch.utils.data.DataLoader:
+    lengths = [len(x) for x in ds["ids"]]
+    rows = ds.to_list()       # small corpora: plain Python rows are faster to collate than Arrow lookups
+    sampler = TokenBatchSampler(lengths, max_tokens, shuffle, seed)
+    return torch.utils.data.DataLoader(rows, batch_sampler=sampler, collate_fn=collate)
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs from the data: vocabularies, datasets and counts."""
+    words: object
+    actions: ActionVocab
+    tree_vocab: ActionVocab
+    splits: dict
+    read_stats: dict
+    trees: dict
+
+    def save_vocab(self, run_dir: str | Path) -> None:
+        run_dir = Path(run_dir)
+        self.words.save(str(run_dir / "words.json"))
+        self.actions.save(run_dir / "actions.json")
+        self.tree_vocab.save(run_dir / "tree_labels.json")
+
+
+def prepare(cfg: DataConfig, shuffle_seed: int = 0, splits: Sequence[str] = ("train", "dev", "test"),
+            vocab_dir: str | Path | None = None) -> Prepared:
+    """Load the corpus and build (or, from vocab_dir, reload) the vocabularies, then encode the splits."""
+    trees, stats = load_corpus(cfg)
+    if vocab_dir is not None and (Path(vocab_dir) / "words.json").is_file():
+        words = load_word_vocab(Path(vocab_dir) / "words.json")
+        actions = ActionVocab.load(Path(vocab_dir) / "actions.json")
+        tree_vocab = ActionVocab.load(Path(vocab_dir) / "tree_labels.json")
+    else:
+        words = build_word_vocab(trees["train"], cfg.min_freq)
+        actions = build_action_vocab(trees["train"], cfg.actions, cfg.transform)
+        tree_vocab = build_tree_vocab(trees["train"], cfg.actions)
+    out = {s: encode_split(trees[s], words, actions, cfg.actions, tree_vocab, cfg.transform, shuffle_seed)
+           for s in splits}
+    return Prepared(words, actions, tree_vocab, out, stats, trees)

@@ -1,0 +1,148 @@
+"""Perplexities that mean what they say (spec section 6), and the statistics to compare them.
+
+    exact        baselines: exp( sum_s -log p(words_s) / N )          N = predicted events (words + EOS)
+    joint        structure-predicting models: exp( sum_s -log p(words_s, gold actions_s) / N ); an upper bound
+                 on the model's word perplexity that needs no search
+    beam K       word-synchronous beam over the model's own actions: log p(words) >= log sum_{a in beam} p(w, a),
+                 so exp(-sum log(beam sum) / N) is a tighter upper bound (K = 1, 5, 20, 50)
+    conditional  exp( sum_s -log p(words_s | gold actions_s) / N ): actions given for free; NOT a language-model
+                 perplexity (the gold tree describes the words being predicted). Its own table, labelled.
+
+For any model: exact <= beam(K) <= ... and, for a model that has learnt its structure, beam <= joint; the beam
+never sees a gold action. `exact_marginal` enumerates every action sequence of a short sentence (tests).
+
+Beam search (Stern et al. 2017, word-synchronous): hypotheses are action prefixes a_<i with score
+log p(x_<=i, a_<i). Step i expands every hypothesis by every action a_i, scores
+log p(a_i | ...) + log p(x_{i+1} | ..., a_i), and keeps the K best; the last step (predicting EOS) sums all
+expansions instead of pruning (nothing is gained by pruning the final sum). Sentences of one length run together.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+@torch.no_grad()
+def score_loader(model, loader, accelerator=None) -> dict[str, np.ndarray]:
+    """Per-sentence index, n_tokens, word_nll, action_nll over a loader (full forward, gold actions given).
+    Under Accelerate the sums are gathered across processes with gather_for_metrics (duplicates dropped)."""
+    was_training = model.training
+    model.eval()
+    cols = defaultdict(list)
+    for batch in loader:
+        out = model(**batch)
+        vals = (batch["index"], out.n_tokens, out.word_nll.float(), out.action_nll.float())
+        if accelerator is not None:
+            vals = accelerator.gather_for_metrics(vals)
+        for name, v in zip(("index", "n_tokens", "word_nll", "action_nll"), vals):
+            cols[name].append(v.detach().cpu())
+    model.train(was_training)
+    res = {k: torch.cat(v).numpy() for k, v in cols.items()}
+    order = np.argsort(res["index"], kind="stable")
+    return {k: v[order] for k, v in res.items()}
+
+
+def ppl(nll: np.ndarray, n: np.ndarray) -> float:
+    return float(math.exp(float(np.sum(nll)) / max(float(np.sum(n)), 1.0)))
+
+
+@torch.no_grad()
+def beam_marginal(model, sentences: Sequence[Sequence[int]], K: int, max_rows: int = 0,
+                  action_top: int = 0) -> np.ndarray:
+    """log of the beam's lower bound on p(words) for every sentence (ids with BOS and EOS), in input order.
+
+    max_rows bounds the rows of one scoring call (hypotheses x candidates x vocabulary sets the memory);
+    0 picks it from the vocabulary size. action_top > 0 expands only each hypothesis's action_top most likely
+    actions (cheaper; still a valid lower bound); 0 expands them all.
+    """
+    if K < 1:
+        raise ValueError(f"beam size must be >= 1, got {K}")
+    model.eval()
+    device = next(model.parameters()).device
+    A, V = model.cfg.n_actions, model.cfg.vocab_size
+    C = A if not action_top else min(action_top, A)
+    if not max_rows:
+        max_rows = max(1, (1 << 24) // (C * V))            # ~64 MB of float32 log-probabilities per call
+    out = np.zeros(len(sentences))
+    by_len = defaultdict(list)
+    for i, s in enumerate(sentences):
+        by_len[len(s)].append(i)
+    for L, members in by_len.items():
+        group = max(1, max_rows // K)
+        for start in range(0, len(members), group):
+            idx = members[start:start + group]
+            ids = torch.as_tensor([list(sentences[i]) for i in idx], device=device)     # (S, L)
+            out[idx] = _beam_group(model, ids, K, C, action_top, max_rows).cpu().numpy()
+    return out
+
+
+def _beam_group(model, ids, K, C, action_top, max_rows):
+    S, L = ids.shape
+    device = ids.device
+    acts = torch.zeros(S, 1, 0, dtype=torch.long, device=device)       # (S, k, i) action prefixes
+    score = torch.zeros(S, 1, device=device)                           # (S, k)
+    for i in range(L - 1):                                             # predict a_i, then x_{i+1}
+        k = acts.shape[1]
+        N = S * k
+        prefix = ids[:, : i + 1].unsqueeze(1).expand(S, k, i + 1).reshape(N, i + 1)
+        target = ids[:, i + 1].unsqueeze(1).expand(S, k).reshape(N)
+        flat_acts = acts.reshape(N, i)
+        cands, totals = [], []
+        for r in range(0, N, max_rows):
+            sl = slice(r, r + max_rows)
+            alp, cand, wlp = model.step(prefix[sl], flat_acts[sl], top=action_top, target=target[sl])
+            cands.append(cand)
+            totals.append(alp.gather(1, cand) + wlp)
+        cand = torch.cat(cands).view(S, k * C)
+        total = (score.reshape(N, 1) + torch.cat(totals)).view(S, k * C)
+        if i == L - 2:
+            return torch.logsumexp(total, -1)
+        keep = min(K, k * C)
+        score, pick = total.topk(keep, -1)                             # (S, keep)
+        parent = pick // C
+        acts = torch.cat([acts.gather(1, parent.unsqueeze(-1).expand(S, keep, i)),
+                          cand.gather(1, pick).unsqueeze(-1)], 2)
+    return score.squeeze(1)
+
+
+@torch.no_grad()
+def exact_marginal(model, ids: Sequence[int], batch: int = 4096) -> float:
+    """log p(words) = logsumexp over ALL A^(n+1) action sequences of log p(words, actions). Tiny inputs only."""
+    model.eval()
+    device = next(model.parameters()).device
+    A = model.cfg.n_actions
+    T = len(ids) - 1
+    total = A ** T
+    if total > 2_000_000:
+        raise ValueError(f"{total} action sequences: too many to enumerate (use a shorter sentence or fewer actions)")
+    x = torch.as_tensor(ids, device=device).unsqueeze(0)
+    logps = []
+    for start in range(0, total, batch):
+        codes = torch.arange(start, min(total, start + batch), device=device)
+        digits = torch.stack([(codes // A ** (T - 1 - t)) % A for t in range(T)], 1)          # (n, T)
+        out = model(x.expand(len(codes), -1), digits)
+        logps.append(-(out.word_nll + out.action_nll))
+    return float(torch.logsumexp(torch.cat(logps), 0))
+
+
+def paired_bootstrap(nll_a: np.ndarray, nll_b: np.ndarray, n: np.ndarray, n_boot: int = 1000,
+                     seed: int = 0) -> dict:
+    """Paired bootstrap over sentences: resample sentences, compare PPL_a and PPL_b on the same resample.
+
+    Returns the two perplexities, the ratio PPL_a / PPL_b with its 95% interval, and p = the fraction of
+    resamples in which a is not better than b (one-sided: small p = a reliably lower perplexity)."""
+    nll_a, nll_b, n = (np.asarray(v, dtype=np.float64) for v in (nll_a, nll_b, n))
+    rng = np.random.default_rng(seed)
+    S = len(n)
+    idx = rng.integers(0, S, size=(n_boot, S))
+    na, nb, nn = nll_a[idx].sum(1), nll_b[idx].sum(1), n[idx].sum(1)
+    log_ratio = (na - nb) / nn
+    lo, hi = np.percentile(log_ratio, [2.5, 97.5])
+    return {"ppl_a": ppl(nll_a, n), "ppl_b": ppl(nll_b, n), "ratio": float(math.exp((nll_a.sum() - nll_b.sum())
+                                                                                       / n.sum())),
+            "ratio_ci95": [float(math.exp(lo)), float(math.exp(hi))], "p_a_not_better": float(np.mean(log_ratio >= 0)),
+            "sentences": int(S), "resamples": int(n_boot)}

@@ -1,0 +1,181 @@
+"""The study: every arm x every seed, trained with early stopping on dev, then the test split scored once.
+
+    scripts/language.sh --quick                      # small real version on a 2-core CPU (<= 20 minutes)
+    scripts/language.sh                              # the GPU-sized default (configs/language/full.yaml)
+    python -m language study --config configs/language/quick.yaml --out runs/language-quick \
+        --report docs/results/language.md [--arms grammar,sinusoidal] [--seeds 0,1,2] [key=value ...]
+
+Arms (spec section 6): baselines with exact word perplexity; the grammar model that predicts its own actions
+(joint perplexity and beam marginals); controls (one 'next' action, shuffled actions, fixed Shiv & Quirk
+push/pop matrices, actions as token embeddings in a sinusoidal model, action prediction as an auxiliary loss
+only); and conditional diagnostics with the gold tree given free (their own table).
+
+Parameter counts are matched: every arm's MLP width is set so that its trainable parameters come closest to the
+grammar arm's (`model.match_d_ff`). Token budget and optimiser are the same for all. A re-run skips finished
+runs and resumes unfinished ones; a run's test split is scored once (test.json) and never re-scored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from temt_core.config import ConfigError, load_config, to_dict
+
+from .data import make_loader, prepare
+from .evaluate import beam_marginal, ppl, score_loader
+from .model import count_params, match_d_ff
+from .train import LanguageConfig, fill_model_config, load_run_config, load_trained, merge_overrides, train
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    pos: str
+    structure: str
+    transform: str = "gold"
+    table: str = "lm"                # lm (a language-model perplexity) | conditional (gold structure given)
+    what: str = ""
+
+
+ARMS = {a.name: a for a in [
+    Arm("sinusoidal", "sinusoidal", "none", what="fixed sinusoidal positions (the paper's comparison)"),
+    Arm("learned", "learned", "none", what="learned absolute positions"),
+    Arm("rope", "rope", "none", what="rotary positions"),
+    Arm("alibi", "alibi", "none", what="ALiBi distance biases"),
+    Arm("nopos", "none", "none", what="no positions (causal mask only)"),
+    Arm("grammar", "grammar", "joint", what="grammar positions, path-integrated, actions predicted (joint)"),
+    Arm("next", "grammar", "given", "next", what="control: recurrent positions with one 'next' action"),
+    Arm("shuffled", "grammar", "joint", "shuffled", what="control: the sentence's actions shuffled, predicted"),
+    Arm("shiv_quirk", "shiv_quirk", "joint", what="control: fixed push/pop matrices (Shiv & Quirk), predicted"),
+    Arm("action_tokens", "sinusoidal", "tokens", what="control: actions as token embeddings, sinusoidal model"),
+    Arm("aux", "sinusoidal", "aux", what="control: action prediction as an auxiliary loss only"),
+    Arm("grammar_tree", "grammar_tree", "given", table="conditional",
+        what="conditional: gold-tree positions, each node from its parent (tree mode)"),
+    Arm("shiv_quirk_tree", "shiv_quirk_tree", "given", table="conditional",
+        what="conditional: Shiv & Quirk root-path positions of the gold tree"),
+]}
+REFERENCE = "grammar"        # parameter counts are matched to this arm
+BASELINE = "sinusoidal"      # the hypothesis compares the grammar model against this arm
+
+
+def metric_kind(arm: Arm) -> str:
+    if arm.table == "conditional":
+        return "conditional"
+    if arm.structure in ("joint", "tokens"):
+        return "joint"
+    return "exact"           # none, aux, and 'next' (its one action is known in advance: no structure to pay for)
+
+
+def arm_config(base: LanguageConfig, arm: Arm, seed: int) -> LanguageConfig:
+    model = dataclasses.replace(base.model, pos=arm.pos, structure=arm.structure)
+    data = dataclasses.replace(base.data, transform=arm.transform)
+    train_cfg = dataclasses.replace(base.train, seed=seed)
+    return dataclasses.replace(base, model=model, data=data, train=train_cfg)
+
+
+def matched_configs(base: LanguageConfig, arms: list[Arm], log=print) -> dict[str, LanguageConfig]:
+    """Per arm (seed 0), the config with vocabulary sizes filled in and d_ff matched to the reference arm."""
+    filled = {}
+    cache = {}
+    for arm in arms + ([ARMS[REFERENCE]] if REFERENCE not in [a.name for a in arms] else []):
+        cfg = arm_config(base, arm, 0)
+        key = cfg.data.transform
+        if key not in cache:
+            cache[key] = prepare(cfg.data, splits=())
+        filled[arm.name] = fill_model_config(cfg, cache[key])
+    target = count_params(filled[REFERENCE].model)
+    out = {}
+    for arm in arms:
+        cfg = filled[arm.name]
+        m = match_d_ff(cfg.model, target) if arm.name != REFERENCE else cfg.model
+        out[arm.name] = dataclasses.replace(cfg, model=m)
+        log(f"  {arm.name:16s} d_ff {m.d_ff:5d}  params {count_params(m):9d}  (reference {target})")
+    return out
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test", force: bool = False, log=print) -> dict:
+    """Score a trained run on `split` once: per-sentence word/action NLL with gold actions, and beam marginals
+    for structure-predicting models. Writes run_dir/<split>.json. Refuses to re-score the test split."""
+    run_dir = Path(run_dir)
+    out_path = run_dir / f"{split}.json"
+    if out_path.exists() and not force:
+        if split == "test":
+            raise ConfigError(f"{out_path} exists: the test split of this run was already scored (test is touched "
+                              "once; pass --force only to recompute the same numbers, never to tune)")
+    cfg = load_run_config(run_dir)
+    device = "cuda" if torch.cuda.is_available() and not cfg.train.cpu else "cpu"
+    model = load_trained(run_dir, device=device)
+    data = prepare(cfg.data, shuffle_seed=cfg.train.seed, splits=(split,), vocab_dir=run_dir)
+    ds = data.splits[split]
+    loader = make_loader(ds, cfg.eval.max_tokens, shuffle=False)
+    t0 = time.time()
+    scores = score_loader(model, (_to(b, device) for b in loader))
+    res = {k: v.tolist() for k, v in scores.items()}
+    res["seconds_score"] = time.time() - t0
+    res["unseen_actions"] = sum(data.actions.unseen.values())
+    res["overflow_actions"] = int(data.actions.overflow_total)
+    res["actions_total"] = int(data.actions.encoded_total)
+    if cfg.model.predicts_structure:
+        sents = ds["ids"]
+        res["beam"] = {}
+        for K in cfg.eval.beams:
+            t0 = time.time()
+            lp = beam_marginal(model, sents, K, action_top=cfg.eval.action_top)
+            res["beam"][str(K)] = (-lp).tolist()           # per-sentence -log p_beam(words)
+            log(f"    beam {K:3d}: ppl {math.exp(-lp.sum() / sum(res['n_tokens'])):9.2f}  ({time.time() - t0:.0f} s)")
+    out_path.write_text(json.dumps(res))
+    return res
+
+
+def _to(batch, device):
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def run_study(base: LanguageConfig, out: str | Path, arm_names: list[str], seeds: list[int],
+              report: str | Path | None, command: str = "", log=print) -> dict:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    unknown = [a for a in arm_names if a not in ARMS]
+    if unknown:
+        raise ConfigError(f"unknown arm(s) {unknown}; options: {', '.join(ARMS)}")
+    arms = [ARMS[a] for a in arm_names]
+    t_study = time.time()
+    log(f"study: {len(arms)} arms x {len(seeds)} seeds -> {out}")
+    log("matching parameter counts to the grammar arm:")
+    configs = matched_configs(base, arms, log)
+    for arm in arms:
+        for seed in seeds:
+            run_dir = out / arm.name / f"seed{seed}"
+            cfg = dataclasses.replace(configs[arm.name],
+                                      train=dataclasses.replace(configs[arm.name].train, seed=seed))
+            t0 = time.time()
+            if (run_dir / "train.json").is_file():
+                log(f"{arm.name} seed {seed}: trained already")
+            else:
+                resume = (run_dir / "config.yaml").is_file()
+                summary = train(load_run_config(run_dir) if resume else cfg, run_dir, resume=resume)
+                log(f"{arm.name} seed {seed}: {summary['steps']} steps, best dev {summary['best_dev']:.2f} at step "
+                    f"{summary['best_step']}, {summary['tokens_per_s']:.0f} tok/s, {summary['seconds']:.0f} s")
+            if not (run_dir / "test.json").is_file():
+                res = evaluate_run(run_dir, "test", log=log)
+                log(f"  test scored: word|gold ppl {ppl(np.array(res['word_nll']), np.array(res['n_tokens'])):.2f} "
+                    f"({time.time() - t0:.0f} s for this run)")
+    from .report import collect, write_report
+    results = collect(out, arm_names, seeds)
+    results["wall_seconds"] = time.time() - t_study
+    results["command"] = command
+    results["machine"] = f"{platform.machine()} {platform.system()}, {torch.get_num_threads()} torch threads, " \
+                         f"{'cuda' if torch.cuda.is_available() else 'cpu'}"
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    if report:
+        write_report(results, base, report, out)
+        log(f"report: {report}")
+    return results

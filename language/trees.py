@@ -1,0 +1,420 @@
+"""Treebank readers: CoNLL-U (dependencies), PTB brackets (constituents) and spaCy `Doc`s, all to one `Tree`.
+
+    trees, stats = read_conllu("../shared/data/ud-english-ewt/en_ewt-ud-dev.conllu")
+    trees, stats = read_brackets("../shared/data/tale-of-two-cities-trees/valid.txt")
+    trees, stats = read_ptb_zip("../shared/data/ptb-sample-nltk/treebank.zip", files=range(160, 180))
+    trees = from_spacy(nlp("Raw text, parsed by any installed spaCy pipeline."))
+
+One representation for both kinds of tree: nodes 0..N-1 with node 0 a virtual ROOT (parent -1), a parent and a
+label per node, and the node of every word in order. Dependencies: node i is word i (label = DEPREL, parent =
+HEAD). Constituents: node 0 is the outer bracket, internal nodes are constituents (label NP, VP, ...), words are
+leaves whose label is their POS tag (the preterminal is folded into the leaf). Actions between consecutive words
+are tree paths in this one structure (language/actions.py), so both kinds share the code.
+
+Bad input (data README): CoNLL-U multiword-token ranges (`1-2`) and empty nodes (`8.1`) are skipped and counted;
+PTB `-NONE-` traces are removed, function tags and indices stripped (`NP-SBJ-1` -> `NP`), constituents left empty
+dropped. Malformed lines, bad HEADs, cycles, unbalanced brackets and empty sentences raise `TreebankError` naming
+file and line; with `on_error="skip"` the sentence is skipped and counted in `ReadStats.skipped` instead.
+Non-projective dependency trees are fine (the path between two words does not need projectivity).
+"""
+from __future__ import annotations
+
+import re
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+ROOT_LABEL = "ROOT"
+
+
+class TreebankError(ValueError):
+    """Malformed treebank input; the message starts with 'file:line:'."""
+
+
+@dataclass
+class Tree:
+    """A sentence with its tree. parents[0] == -1 (the virtual ROOT); every other parent is a node index."""
+    words: list[str]
+    parents: list[int]
+    labels: list[str]
+    word_nodes: list[int]
+    kind: str = "dependency"               # 'dependency' | 'constituency'
+    source: str = ""                       # 'file:line' of the sentence's first line
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def depths(self) -> list[int]:
+        """Depth of every node (ROOT 0). Assumes no cycles (checked on construction by the readers)."""
+        depth = [-1] * len(self.parents)
+        depth[0] = 0
+        for node in range(len(self.parents)):
+            chain = []
+            while depth[node] < 0:
+                chain.append(node)
+                node = self.parents[node]
+            d = depth[node]
+            for n in reversed(chain):
+                d += 1
+                depth[n] = d
+        return depth
+
+
+@dataclass
+class ReadStats:
+    """What a reader did besides returning trees (skips are counted, never silent)."""
+    sentences: int = 0
+    words: int = 0
+    skipped: int = 0                       # sentences skipped with on_error='skip'
+    errors: list[str] = field(default_factory=list)    # the first few skip reasons
+    multiword_ranges: int = 0              # CoNLL-U `1-2` lines skipped (their syntactic words are kept)
+    empty_nodes: int = 0                   # CoNLL-U `8.1` lines skipped
+    traces: int = 0                        # PTB -NONE- leaves removed
+    empty_constituents: int = 0            # PTB constituents dropped once their traces were gone
+
+    def add(self, other: "ReadStats") -> "ReadStats":
+        for name in ("sentences", "words", "skipped", "multiword_ranges", "empty_nodes", "traces",
+                     "empty_constituents"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.errors.extend(other.errors[: max(0, 20 - len(self.errors))])
+        return self
+
+
+def _check_on_error(on_error: str) -> None:
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+
+
+def check_acyclic(parents: list[int], where: str) -> None:
+    """Raise TreebankError if a parent chain does not end at node 0, naming the cycle (in node ids)."""
+    state = [0] * len(parents)            # 0 unseen, 1 on the current chain, 2 known to reach the root
+    state[0] = 2
+    for start in range(1, len(parents)):
+        chain, node = [], start
+        while state[node] == 0:
+            state[node] = 1
+            chain.append(node)
+            node = parents[node]
+            if node < 0:
+                raise TreebankError(f"{where}: node {chain[-1]} has no parent (only the ROOT may)")
+        if state[node] == 1:
+            cycle = chain[chain.index(node):] + [node]
+            raise TreebankError(f"{where}: cycle in heads: {' -> '.join(map(str, cycle))}")
+        for n in chain:
+            state[n] = 2
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CoNLL-U
+
+def _conllu_sentence(rows: list[tuple[int, list[str]]], where: str, stats: ReadStats) -> Tree:
+    words, heads, deprels = [], [], []
+    for lineno, cols in rows:
+        at = f"{where.rsplit(':', 1)[0]}:{lineno}"
+        if len(cols) != 10:
+            raise TreebankError(f"{at}: expected 10 tab-separated columns, got {len(cols)}")
+        tid = cols[0]
+        if "-" in tid:
+            stats.multiword_ranges += 1
+            continue
+        if "." in tid:
+            stats.empty_nodes += 1
+            continue
+        if not tid.isdigit() or int(tid) != len(words) + 1:
+            raise TreebankError(f"{at}: ID {tid!r} out of sequence (expected {len(words) + 1})")
+        if not cols[6].isdigit():
+            raise TreebankError(f"{at}: HEAD {cols[6]!r} is not a non-negative integer")
+        words.append(cols[1])
+        heads.append(int(cols[6]))
+        deprels.append(cols[7])
+    if not words:
+        raise TreebankError(f"{where}: empty sentence (no word lines)")
+    n = len(words)
+    for i, h in enumerate(heads):
+        if h > n:
+            raise TreebankError(f"{where}: word {i + 1} has HEAD {h} but the sentence has {n} words")
+        if h == i + 1:
+            raise TreebankError(f"{where}: word {i + 1} is its own head")
+    parents = [-1] + heads
+    check_acyclic(parents, where)
+    return Tree(words, parents, [ROOT_LABEL] + deprels, list(range(1, n + 1)), "dependency", where)
+
+
+def iter_conllu(lines: Iterable[str], name: str = "<text>", on_error: str = "raise",
+                stats: ReadStats | None = None) -> Iterator[Tree]:
+    """Yield one Tree per sentence of CoNLL-U text (an iterable of lines)."""
+    _check_on_error(on_error)
+    stats = stats if stats is not None else ReadStats()
+    rows: list[tuple[int, list[str]]] = []
+    start = None
+    lineno = 0
+
+    def flush():
+        sub = ReadStats()
+        try:
+            tree = _conllu_sentence(rows, f"{name}:{start}", sub)
+        except TreebankError as err:
+            if on_error == "raise":
+                raise
+            stats.skipped += 1
+            if len(stats.errors) < 20:
+                stats.errors.append(str(err))
+            return None
+        stats.add(sub)
+        stats.sentences += 1
+        stats.words += len(tree)
+        return tree
+
+    for lineno, line in enumerate(lines, 1):
+        line = line.rstrip("\n").rstrip("\r")
+        if not line.strip():
+            if start is not None:
+                tree = flush()
+                if tree is not None:
+                    yield tree
+            rows, start = [], None
+            continue
+        if start is None:
+            start = lineno
+        if line.startswith("#"):
+            continue
+        rows.append((lineno, line.split("\t")))
+    if start is not None:
+        tree = flush()
+        if tree is not None:
+            yield tree
+
+
+def read_conllu(path: str | Path, on_error: str = "raise", limit: int | None = None) -> tuple[list[Tree], ReadStats]:
+    """All sentences of a CoNLL-U file (the first `limit` if given) and what was skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CoNLL-U file {str(path)!r} does not exist (set data.root, or TEMT_DATA)")
+    stats = ReadStats()
+    trees = []
+    with open(path, encoding="utf-8") as f:
+        for tree in iter_conllu(f, str(path), on_error, stats):
+            trees.append(tree)
+            if limit is not None and len(trees) >= limit:
+                break
+    return trees, stats
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# PTB brackets
+
+_TOKEN = re.compile(r"\(|\)|[^\s()]+")
+
+
+def _bracket_tokens(lines: Iterable[str]) -> Iterator[tuple[str, int]]:
+    for lineno, line in enumerate(lines, 1):
+        for m in _TOKEN.finditer(line):
+            yield m.group(), lineno
+
+
+def strip_function_tags(label: str) -> str:
+    """NP-SBJ-1 -> NP, NP=2 -> NP, PP-LOC -> PP; labels that start with '-' (-NONE-, -LRB-) are kept."""
+    if label.startswith("-"):
+        return label
+    return re.split(r"[-=]", label, 1)[0] or label
+
+
+def _parse_bracket_trees(lines: Iterable[str], name: str) -> Iterator[tuple[object, int]]:
+    """Yield (nested list tree, first line) for every top-level bracketed expression."""
+    stack: list[list] = []
+    start = 0
+    for tok, lineno in _bracket_tokens(lines):
+        if tok == "(":
+            if not stack:
+                start = lineno
+            stack.append([])
+        elif tok == ")":
+            if not stack:
+                raise TreebankError(f"{name}:{lineno}: unbalanced brackets: ')' with nothing open")
+            node = stack.pop()
+            if stack:
+                stack[-1].append(node)
+            else:
+                yield node, start
+        else:
+            if not stack:
+                raise TreebankError(f"{name}:{lineno}: text {tok!r} outside any bracket")
+            stack[-1].append(tok)
+    if stack:
+        raise TreebankError(f"{name}:{start}: unbalanced brackets: {len(stack)} bracket(s) still open at the end")
+
+
+def _bracket_tree(expr: list, where: str, stats: ReadStats) -> Tree:
+    """Nested list (label, children...) -> Tree, traces and empty constituents removed."""
+    words: list[str] = []
+    parents: list[int] = [-1]
+    labels: list[str] = [ROOT_LABEL]
+    word_nodes: list[int] = []
+
+    def is_leaf(e) -> bool:       # (TAG word)
+        return len(e) == 2 and isinstance(e[0], str) and isinstance(e[1], str)
+
+    def keep(e) -> bool:
+        """False for traces and constituents with nothing but traces below them."""
+        if isinstance(e, str):
+            return True
+        if not e:
+            return False
+        if is_leaf(e):
+            return e[0] != "-NONE-"
+        kids = e[1:] if isinstance(e[0], str) else e
+        return any(keep(k) for k in kids if not isinstance(k, str))
+
+    def count_removed(e) -> None:
+        if isinstance(e, str) or not e:
+            return
+        if is_leaf(e):
+            stats.traces += e[0] == "-NONE-"
+            return
+        kids = e[1:] if isinstance(e[0], str) else e
+        for k in kids:
+            count_removed(k)
+
+    def add(e, parent: int) -> None:
+        if isinstance(e, str):
+            raise TreebankError(f"{where}: word {e!r} is not inside a (TAG word) bracket")
+        if is_leaf(e):
+            parents.append(parent)
+            labels.append(e[0])
+            word_nodes.append(len(parents) - 1)
+            words.append(e[1])
+            return
+        if not isinstance(e[0], str):
+            raise TreebankError(f"{where}: a bracket without a label")
+        kids = e[1:]
+        if not kids:
+            raise TreebankError(f"{where}: bracket ({e[0]}) has no children")
+        parents.append(parent)
+        labels.append(strip_function_tags(e[0]))
+        me = len(parents) - 1
+        for k in kids:
+            if isinstance(k, str):
+                raise TreebankError(f"{where}: bare word {k!r} beside brackets inside ({e[0]} ...)")
+            if keep(k):
+                add(k, me)
+            else:
+                count_removed(k)
+                stats.empty_constituents += not is_leaf(k)
+
+    # The PTB wraps each tree in an unlabelled outer bracket, ( (S ...) ), and some treebanks in (ROOT ...) or
+    # (TOP ...): that bracket is the virtual ROOT. A labelled top bracket, (S ...) as in the Tale of Two Cities
+    # files, is itself the top constituent.
+    if not expr:
+        raise TreebankError(f"{where}: empty brackets ()")
+    if is_leaf(expr):
+        top = [expr]
+    elif isinstance(expr[0], str):
+        top = expr[1:] if expr[0] in ("ROOT", "TOP") else [expr]
+    else:
+        top = expr
+    for k in top:
+        if isinstance(k, str):
+            raise TreebankError(f"{where}: bare word {k!r} at the top level")
+        if keep(k):
+            add(k, 0)
+        else:
+            count_removed(k)
+    if not words:
+        raise TreebankError(f"{where}: empty sentence (no words once traces are removed)")
+    return Tree(words, parents, labels, word_nodes, "constituency", where)
+
+
+def iter_brackets(lines: Iterable[str], name: str = "<text>", on_error: str = "raise",
+                  stats: ReadStats | None = None) -> Iterator[Tree]:
+    """Yield one Tree per top-level bracketed tree (any number of trees per line, any number of lines per tree).
+
+    Unbalanced brackets make the rest of the input unreadable, so they raise even with on_error='skip'."""
+    _check_on_error(on_error)
+    stats = stats if stats is not None else ReadStats()
+    for expr, lineno in _parse_bracket_trees(lines, name):
+        sub = ReadStats()
+        try:
+            tree = _bracket_tree(expr, f"{name}:{lineno}", sub)
+        except TreebankError as err:
+            if on_error == "raise":
+                raise
+            stats.skipped += 1
+            if len(stats.errors) < 20:
+                stats.errors.append(str(err))
+            continue
+        stats.add(sub)
+        stats.sentences += 1
+        stats.words += len(tree)
+        yield tree
+
+
+def read_brackets(path: str | Path, on_error: str = "raise", limit: int | None = None) -> tuple[list[Tree], ReadStats]:
+    """All trees of a bracketed file (PTB .mrg, or one tree per line as in the Tale of Two Cities files)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"bracketed tree file {str(path)!r} does not exist (set data.root, or TEMT_DATA)")
+    stats = ReadStats()
+    trees = []
+    with open(path, encoding="utf-8") as f:
+        for tree in iter_brackets(f, str(path), on_error, stats):
+            trees.append(tree)
+            if limit is not None and len(trees) >= limit:
+                break
+    return trees, stats
+
+
+def read_ptb_zip(path: str | Path, files: Iterable[int] = range(1, 200), on_error: str = "raise"
+                 ) -> tuple[list[Tree], ReadStats]:
+    """Trees of the NLTK PTB sample zip, from files wsj_NNNN.mrg for NNNN in `files` (split by file, README)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"PTB sample {str(path)!r} does not exist (set data.root, or TEMT_DATA)")
+    stats = ReadStats()
+    trees = []
+    with zipfile.ZipFile(path) as z:
+        names = set(z.namelist())
+        for number in files:
+            member = f"treebank/combined/wsj_{number:04d}.mrg"
+            if member not in names:
+                raise TreebankError(f"{path}: no member {member}")
+            text = z.read(member).decode("utf-8").splitlines()
+            trees.extend(iter_brackets(text, f"{path}!{member}", on_error, stats))
+    return trees, stats
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# spaCy
+
+def from_spacy(doc) -> list[Tree]:
+    """One dependency Tree per sentence of a parsed spaCy Doc (heads and deps must be set).
+
+    Any installed pipeline works (`spacy.load(name)(text)`); nothing is downloaded here. spaCy's label scheme
+    (ClearNLP for the English pipelines) differs from UD: never mix the two in one experiment (spec section 6).
+    """
+    if not doc.has_annotation("DEP"):
+        raise TreebankError("spaCy Doc: no dependency annotation (run a pipeline with a parser, or set heads and "
+                            "deps by hand)")
+    out = []
+    for s_i, sent in enumerate(doc.sents):
+        tokens = [t for t in sent if not t.is_space]
+        if not tokens:
+            continue
+        index = {t.i: k + 1 for k, t in enumerate(tokens)}
+        parents, labels = [-1], [ROOT_LABEL]
+        for t in tokens:
+            head = t.head
+            while head.is_space and head.head.i != head.i:        # attach across whitespace tokens
+                head = head.head
+            parents.append(0 if head.i == t.i or head.i not in index else index[head.i])
+            labels.append(t.dep_ if head.i != t.i else "root")
+        where = f"<spacy doc>:sentence {s_i + 1}"
+        check_acyclic(parents, where)
+        out.append(Tree([t.text for t in tokens], parents, labels, list(range(1, len(tokens) + 1)),
+                        "dependency", where))
+    return out
+
+
+def label_counts(trees: Iterable[Tree]) -> Counter:
+    return Counter(lab for t in trees for lab in t.labels[1:])
