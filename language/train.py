@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import shutil
@@ -165,7 +166,13 @@ def _atomic_save_state(accelerator, run_dir: Path) -> None:
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    quiet = logging.getLogger("accelerate.utils.other")     # the tied output layer is dropped on purpose; it is
+    level = quiet.level                                     # re-tied on load, so its warning is noise here
+    quiet.setLevel(logging.ERROR)
+    try:
+        accelerator.save_state(str(tmp))
+    finally:
+        quiet.setLevel(level)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if final.exists():

@@ -26,7 +26,7 @@ import torch
 from temt_core.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from temt_core.model import TEMt
 
-from .analysis import (as_world, classify_band_cells, classify_grid_cells, place_fields, place_metric,
+from .analysis import (as_geometry, classify_band_cells, classify_grid_cells, place_fields, place_metric,
                        rate_maps, sparsity, spatial_information, translation_invariance)
 from .analysis.remapping import cell_correlations, grid_at_place, pair_structure
 from .config import SpatialConfig
@@ -76,7 +76,7 @@ def load_trained(run_dir: str | Path, device: str = "cpu") -> tuple[TEMt, Spatia
 
 def _memory_neuron_metrics(neurons: np.ndarray, nodes: np.ndarray, world, cfg: AnalysisConfig) -> dict:
     """Place metrics of the memory neurons of one world. neurons (T, S) softmax weights."""
-    w = as_world(world)
+    w = as_geometry(world)
     maps, occupancy = rate_maps(neurons, nodes, w.n_nodes, second_half=False)
     active_nodes = (np.nan_to_num(maps) > 1e-3 * np.nanmax(maps, axis=1, keepdims=True).clip(1e-12)).sum(1)
     keep = np.flatnonzero((active_nodes >= cfg.min_memory_visits) & np.isfinite(maps).any(1))
@@ -108,7 +108,7 @@ def analyse_model(model: TEMt, config: SpatialConfig, cfg: AnalysisConfig, devic
         band = classify_band_cells(act, nodes, world, rng=cfg.seed + b, shift_null=grid["shift_null"],
                                    perm_null=grid["perm_null"])
         node_codes, _ = rate_maps(act, nodes, world.n_nodes, second_half=False)      # (E, N)
-        inv = translation_invariance(node_codes.T, as_world(world).coords)
+        inv = translation_invariance(node_codes.T, as_geometry(world).coords)
         mem = _memory_neuron_metrics(r.memory_neurons[b], nodes, world, cfg)
         per_world.append(dict(world=world, grid=grid, band=band, invariance=inv, memory=mem,
                               maps=grid["maps"]))

@@ -15,7 +15,7 @@ from temt_core.config import to_dict
 
 from . import plots
 from .analyse import Analysis, save_metrics
-from .analysis import as_world
+from .analysis import as_geometry
 
 
 def read_log(run_dir: str | Path) -> list[dict]:
@@ -58,7 +58,7 @@ def plot_accuracy_by_coverage(rows: list[dict], fig=None, ax=None):
 
 
 def _maps_figure(world, maps, scores, label, max_units=32):
-    w = as_world(world)
+    w = as_geometry(world)
     if w.kind == "square":
         return plots.plot_rate_maps(w.grid(maps), scores=scores, score_label=label, max_units=max_units)[0]
     order = np.argsort(np.where(np.isfinite(scores), -scores, np.inf), kind="stable")[:min(max_units, 16)]
@@ -115,7 +115,7 @@ def write_report(analysis: Analysis, out_dir: str | Path, run_dir: str | Path | 
         if common.size:
             ma = w0["memory"]["maps"][np.searchsorted(w0["memory"]["ids"], common)]
             mb = w1["memory"]["maps"][np.searchsorted(w1["memory"]["ids"], common)]
-            wa = as_world(w0["world"])
+            wa = as_geometry(w0["world"])
             fig, _ = plots.plot_remapping(wa.grid(ma), wa.grid(mb), pair=analysis.remap.get("_memory_pair"))
             save(fig, "memory_remapping.png", "The same memory neurons (storage slots) in two worlds, and the "
                  "correlation of every pair of memory neurons in world 1 against world 2.")
@@ -123,7 +123,7 @@ def write_report(analysis: Analysis, out_dir: str | Path, run_dir: str | Path | 
         units = np.flatnonzero((g["is_grid"] | g["is_square_grid"]) & g["active"])
         if units.size == 0:
             units = np.argsort(-np.nan_to_num(g["g60"]))[:8]
-        wa = as_world(w0["world"])
+        wa = as_geometry(w0["world"])
         fig, _ = plots.plot_remapping(wa.grid(w0["maps"][units[:8]]), wa.grid(w1["maps"][units[:8]]),
                                       pair=analysis.remap.get("_position_pair"))
         save(fig, "position_remapping.png", "Position units (grid cells if any, else the highest G60) in two "

@@ -7,7 +7,7 @@ Arms (configs/spatial/<arm>.yaml):
     relu     square worlds, ReLU recurrence          C1 grid cells, C2 band cells, C3 memory neurons
     linear   square worlds, linear recurrence        C1, C2 with sigma linear
     hex      hexagonal worlds, ReLU recurrence       C9
-then memory scaling with the relu model (C7) and one combined report (<out>/report.md) that states, claim by claim,
+then memory scaling with the linear model (C7; the relu one if linear is not run) and one combined report (<out>/report.md) that states, claim by claim,
 what reproduced and what did not, with the numbers. Arms train in parallel (`--jobs`, default 2: one per core of
 the 2-core CPU, one thread each). An arm whose run directory already has a finished run is not trained again, and
 an interrupted one resumes from its last checkpoint.
@@ -83,8 +83,9 @@ def reproduce(out: str | Path, quick: bool, jobs: int = 2, extra: list[str] | No
     with ThreadPoolExecutor(jobs) as pool:
         for arm, rc in pool.map(lambda a: _analyse_arm(a, out, quick), done):
             print(f"  analysis {arm}: {'done' if rc == 0 else f'FAILED (exit {rc})'}", flush=True)
-    if "relu" in done:
-        cmd = [sys.executable, "-m", "spatial", "scaling", str(out / "relu"), "--out", str(out / "scaling")]
+    scaling_arm = next((a for a in ("linear", "relu") if a in done), None)   # linear: the better path integrator
+    if scaling_arm:
+        cmd = [sys.executable, "-m", "spatial", "scaling", str(out / scaling_arm), "--out", str(out / "scaling")]
         rc = _run(cmd + (SCALING_QUICK if quick else []), out / "scaling.log")
         print(f"  memory scaling: {'done' if rc == 0 else 'FAILED'}", flush=True)
     report = write_combined_report(out, arms, quick, time.time() - started)

@@ -14,7 +14,7 @@ nulls       circular-shift and node-permutation nulls, low-pass noise reference,
             grid- and band-cell rules (5.3, 5.4)
 remapping   cell / population-vector correlations, pair structure, gridAtPlace (5.6)
 invariance  translation-invariance check of a code (5.7 L0)
-scoring     ``World`` and one-call scoring of node maps in square or point worlds
+scoring     ``Geometry`` (node layout of a world) and one-call scoring of node maps in square or point worlds
 synthetic   synthetic maps and random walks (validation, 5.7 L10)
 
 Choices made where the spec leaves room
@@ -69,7 +69,7 @@ from .place import place_fields, place_metric, sparsity, spatial_information
 from .ratemaps import hex_coords, rate_maps, square_coords, to_grid
 from .remapping import (cell_correlations, correlation_matrix, grid_at_place, pair_structure,
                         population_vector_correlation)
-from .scoring import World, as_world, lattice_classes, score_maps
+from .scoring import Geometry, as_geometry, lattice_classes, score_maps
 
 __all__ = [
     "rate_maps", "to_grid", "square_coords", "hex_coords",
@@ -83,5 +83,5 @@ __all__ = [
     "cell_correlations", "population_vector_correlation", "correlation_matrix",
     "pair_structure", "grid_at_place",
     "translation_invariance",
-    "World", "as_world", "score_maps", "lattice_classes",
+    "Geometry", "as_geometry", "score_maps", "lattice_classes",
 ]

@@ -53,7 +53,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from .ratemaps import averaging_matrix, rate_maps
-from .scoring import as_world, lattice_classes, score_maps
+from .scoring import as_geometry, lattice_classes, score_maps
 
 __all__ = ["NullResult", "circular_shift_null", "node_permutation_null", "lowpass_noise_maps",
            "noise_reference", "null_summary", "active_units", "classify_grid_cells",
@@ -106,11 +106,11 @@ def circular_shift_null(activity, nodes, world, n_shuffles=100, min_shift=None,
                         batch_shuffles=8, observed=None):
     """Circular-shift null of grid (and band) scores for every unit.
 
-    activity (T, U), nodes (T,), world: coordinates (n_nodes, 2) or a World.
+    activity (T, U), nodes (T,), world: coordinates (n_nodes, 2) or a Geometry / spatial World.
     Returns a :class:`NullResult` with keys g60, g90 (+ band, wavelength);
     ``extra["shifts"]`` the shifts used, ``extra["maps"]`` the observed maps.
     """
-    w = as_world(world)
+    w = as_geometry(world)
     act = np.asarray(activity, dtype=float)
     if act.ndim == 1:
         act = act[:, None]
@@ -157,7 +157,7 @@ def node_permutation_null(maps, world, n_perm=100, rng=0, variant="mean", band=T
 
     maps (U, N) node maps. Returns a :class:`NullResult`.
     """
-    w = as_world(world)
+    w = as_geometry(world)
     m = np.asarray(maps, dtype=float)
     if m.ndim == 1:
         m = m[None]
@@ -181,7 +181,7 @@ def lowpass_noise_maps(world, n_maps, sigma=1.0, rng=0, mask=None, rectify=True)
 
     ``mask`` (N,) bool: nodes to keep (others NaN), e.g. the visited nodes.
     """
-    w = as_world(world)
+    w = as_geometry(world)
     rng = np.random.default_rng(rng)
     if w.kind == "square":
         z = rng.standard_normal((n_maps,) + w.shape)
@@ -235,7 +235,7 @@ def active_units(maps, active_rel=0.01, min_active_frac=0.05):
 
 def _common(activity, nodes, world, n_shuffles, n_perm, min_shift, second_half, rng,
             variant, shift_null, perm_null):
-    w = as_world(world)
+    w = as_geometry(world)
     rng = np.random.default_rng(rng)
     if shift_null is None:
         shift_null = circular_shift_null(activity, nodes, w, n_shuffles, min_shift,

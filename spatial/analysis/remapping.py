@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from .nulls import null_summary
-from .scoring import as_world
+from .scoring import as_geometry
 
 __all__ = ["pearson_rows", "cell_correlations", "population_vector_correlation",
            "correlation_matrix", "pair_structure", "grid_at_place"]
@@ -141,11 +141,11 @@ def grid_at_place(place1, place2, grid1, grid2, world, border_frac=0.1, n_perm=5
     """gridAtPlace (see module doc).
 
     place1, place2: (P, N) place-cell node maps in worlds 1 and 2; grid1, grid2:
-    (G, N) grid-cell node maps; world: node coordinates (N, 2) or a World (both
+    (G, N) grid-cell node maps; world: node coordinates (N, 2) or a Geometry / World (both
     worlds share the node layout). Returns dict: r, null (n_perm,), p95, pvalue,
     x, y (G, P_kept) rates, kept (indices of the place cells used), peaks1, peaks2.
     """
-    w = as_world(world)
+    w = as_geometry(world)
     P1, P2 = _flat(place1), _flat(place2)
     G1, G2 = _flat(grid1), _flat(grid2)
     dist = w.border_distance()

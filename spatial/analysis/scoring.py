@@ -1,6 +1,6 @@
 """Worlds and one-call scoring of node maps (used by the nulls and classifiers).
 
-A :class:`World` wraps node coordinates:
+A :class:`Geometry` wraps node coordinates (the analysis side of a `spatial.worlds.World`):
 
 * ``kind="square"``: integer (row, col) per node; maps are laid on an (H, W)
   raster (:func:`to_grid`) and scored with the FFT autocorrelogram and FFT band
@@ -21,10 +21,10 @@ from .fourier import (band_score, band_score_points, classify_lattice, fourier_p
 from .gridscore import grid_scores, grid_scores_from_sac
 from .ratemaps import square_coords, to_grid
 
-__all__ = ["World", "as_world", "score_maps", "lattice_classes"]
+__all__ = ["Geometry", "as_geometry", "score_maps", "lattice_classes"]
 
 
-class World:
+class Geometry:
     """Node coordinates plus what the scores need (see module doc)."""
 
     def __init__(self, coords, kind=None, adjacency=None):
@@ -61,8 +61,8 @@ class World:
         return np.minimum(self.coords - lo, hi - self.coords).min(axis=1)
 
 
-def as_world(world_or_coords, kind=None):
-    """A :class:`World` from a World, node coordinates, or a task world object.
+def as_geometry(world_or_coords, kind=None):
+    """A :class:`Geometry` from a Geometry, node coordinates, or a `spatial.worlds.World`.
 
     Task worlds (duck-typed: attributes ``transitions`` (N, A) with -1 for
     unavailable moves, ``coords``, ``kind`` and ``shape``, as built by the
@@ -72,7 +72,7 @@ def as_world(world_or_coords, kind=None):
     worlds use their (x, y) coordinates as a point world. The adjacency comes
     from the transitions.
     """
-    if isinstance(world_or_coords, World):
+    if isinstance(world_or_coords, Geometry):
         return world_or_coords
     obj = world_or_coords
     if hasattr(obj, "transitions") and hasattr(obj, "coords"):
@@ -86,11 +86,11 @@ def as_world(world_or_coords, kind=None):
         A |= A.T
         if getattr(obj, "kind", None) == "square" and getattr(obj, "shape", None) is not None:
             h, w = obj.shape
-            return World(square_coords(h, w), "square", adjacency=A)
+            return Geometry(square_coords(h, w), "square", adjacency=A)
         if obj.coords is None:
             raise ValueError("this world has no coordinates: rate-map geometry is undefined")
-        return World(obj.coords, "points" if kind is None else kind, adjacency=A)
-    return World(obj, kind)
+        return Geometry(obj.coords, "points" if kind is None else kind, adjacency=A)
+    return Geometry(obj, kind)
 
 
 def score_maps(maps, world, variant="mean", band=True, min_pairs=None):
@@ -99,7 +99,7 @@ def score_maps(maps, world, variant="mean", band=True, min_pairs=None):
     Returns a dict of (U,) arrays: ``g60``, ``g90`` (ring-max, ``variant``),
     and if ``band``: ``band``, ``wavelength``, ``orientation``.
     """
-    w = as_world(world)
+    w = as_geometry(world)
     m = np.asarray(maps, dtype=float)
     if m.ndim == 1:
         m = m[None]
@@ -119,7 +119,7 @@ def score_maps(maps, world, variant="mean", band=True, min_pairs=None):
 
 def lattice_classes(maps, world, **kw):
     """Fourier lattice class per unit ("hex", "square", "band", "ramp", "none")."""
-    w = as_world(world)
+    w = as_geometry(world)
     m = np.asarray(maps, dtype=float)
     if m.ndim == 1:
         m = m[None]

@@ -139,7 +139,7 @@ def test_task_world_objects_are_accepted():
     """Duck-typed task worlds (transitions, coords with y up, kind, shape) map onto rasters."""
     from types import SimpleNamespace
 
-    from spatial.analysis import as_world, score_maps
+    from spatial.analysis import as_geometry, score_maps
     h, w = 6, 8
     rows, cols = np.divmod(np.arange(h * w), w)
     T = np.full((h * w, 5), -1)
@@ -147,7 +147,7 @@ def test_task_world_objects_are_accepted():
     T[cols < w - 1, 2] = np.arange(h * w)[cols < w - 1] + 1
     tw = SimpleNamespace(transitions=T, coords=np.stack([cols, -rows], 1).astype(float),
                          kind="square", shape=(h, w))
-    W = as_world(tw)
+    W = as_geometry(tw)
     assert W.kind == "square" and W.shape == (h, w)
     assert W.adjacency[0, 1] and W.adjacency[1, 0] and not W.adjacency[0, w]
     m = np.arange(h * w, dtype=float)
