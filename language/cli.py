@@ -57,12 +57,12 @@ def _evaluate(args) -> int:
 
 
 def _study(args) -> int:
-    from .study import ARMS, run_study
+    from .study import ARMS, QUICK_ARMS, run_study
     from .train import LanguageConfig
     config = args.config or str(CONFIGS / ("quick.yaml" if args.quick else "full.yaml"))
     base = load_config(LanguageConfig, config, args.overrides)
     out = args.out or ("runs/language-quick" if args.quick else "runs/language")
-    arms = args.arms.split(",") if args.arms else list(ARMS)
+    arms = args.arms.split(",") if args.arms else (QUICK_ARMS if args.quick else list(ARMS))
     seeds = [int(s) for s in args.seeds.split(",")]
     command = "scripts/language.sh " + " ".join(sys.argv[2:])
     run_study(base, out, arms, seeds, args.report, command=command.strip())

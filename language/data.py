@@ -72,9 +72,23 @@ def data_root(cfg: DataConfig) -> Path:
     return REPO_ROOT.parent / "shared" / "data"
 
 
+_CORPUS_CACHE: dict = {}
+
+
 def load_corpus(cfg: DataConfig) -> tuple[dict[str, list[Tree]], dict[str, ReadStats]]:
-    """Read train/dev/test trees of cfg.corpus (with limits and the length filter applied)."""
+    """Read train/dev/test trees of cfg.corpus (with limits and the length filter applied). Remembered per
+    process (a study reads the same files for every run); the cache key includes the files' sizes and times."""
     root = data_root(cfg)
+    key = (str(root), cfg.corpus, cfg.train_limit, cfg.dev_limit, cfg.test_limit, cfg.max_words, cfg.on_error,
+           tuple(sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()))
+           if root.is_dir() else ())
+    if key not in _CORPUS_CACHE:
+        _CORPUS_CACHE.clear()
+        _CORPUS_CACHE[key] = _read_corpus(cfg, root)
+    return _CORPUS_CACHE[key]
+
+
+def _read_corpus(cfg: DataConfig, root: Path) -> tuple[dict[str, list[Tree]], dict[str, ReadStats]]:
     if not root.is_dir():
         raise FileNotFoundError(f"treebank folder {str(root)!r} does not exist: set data.root=PATH or TEMT_DATA")
     splits, stats = {}, {}
@@ -208,8 +222,10 @@ class TokenBatchSampler(torch.utils.data.Sampler):
     """Batches of similar length holding at most max_tokens tokens (padded), in a seeded order per epoch.
 
     Sentences are sorted by length inside windows of 50 batches' worth, cut into batches, and the batches
-    shuffled: little padding, and a different order each epoch. `set_epoch(e)` makes the order reproducible,
-    which exact resume relies on (the trainer skips the batches already done in the epoch).
+    shuffled: little padding, and a different order each epoch. `use_epoch(e)` makes the order reproducible,
+    which exact resume relies on (the trainer skips the batches already done in the epoch). Deliberately not
+    called `set_epoch`: Accelerate's loaders call `set_epoch` with their own iteration counter, which restarts
+    at 0 in the loader `skip_first_batches` makes, and would silently replay epoch 0's order after a resume.
     """
 
     def __init__(self, lengths: Sequence[int], max_tokens: int, shuffle: bool = True, seed: int = 0):
@@ -219,7 +235,7 @@ class TokenBatchSampler(torch.utils.data.Sampler):
         self.lengths, self.max_tokens, self.shuffle, self.seed = list(lengths), max_tokens, shuffle, seed
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def use_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def batches(self) -> list[list[int]]:
@@ -258,7 +274,10 @@ def make_loader(ds, max_tokens: int, shuffle: bool, seed: int = 0) -> torch.util
     lengths = [len(x) for x in ds["ids"]]
     rows = ds.to_list()       # small corpora: plain Python rows are faster to collate than Arrow lookups
     sampler = TokenBatchSampler(lengths, max_tokens, shuffle, seed)
-    return torch.utils.data.DataLoader(rows, batch_sampler=sampler, collate_fn=collate)
+    # Its own generator: creating an iterator draws a seed from the loader's generator, and drawing it from the
+    # global RNG would shift every later dropout mask when a resumed run creates its iterator at another time.
+    return torch.utils.data.DataLoader(rows, batch_sampler=sampler, collate_fn=collate,
+                                       generator=torch.Generator().manual_seed(seed))
 
 
 @dataclass

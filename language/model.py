@@ -82,15 +82,15 @@ class ModelConfig:
         if self.structure not in STRUCTURES:
             raise ValueError(f"structure must be one of {STRUCTURES}, got {self.structure!r}")
         kind = contract_of(self.pos)
+        if self.structure in ("aux", "tokens") and kind in ("path", "tree"):
+            raise ValueError(f"structure={self.structure!r} is a control for non-grammar positions, "
+                             f"not for pos={self.pos!r}")
         if kind == "path" and self.structure not in ("joint", "given"):
             raise ValueError(f"pos={self.pos!r} builds positions from actions: structure must be 'joint' (predict "
                              f"them) or 'given' (conditional), got {self.structure!r}")
         if kind == "tree" and self.structure != "given":
             raise ValueError(f"pos={self.pos!r} needs the whole gold tree: structure must be 'given' "
                              "(a conditional diagnostic)")
-        if self.structure in ("aux", "tokens") and kind in ("path", "tree"):
-            raise ValueError(f"structure={self.structure!r} is a control for non-grammar positions, "
-                             f"not for pos={self.pos!r}")
         if self.structure == "given" and kind not in ("path", "tree"):
             raise ValueError("structure='given' needs grammar positions (path or tree encodings)")
         if self.d_model % self.n_head:

@@ -34,12 +34,19 @@ from .actions import CONTINUE, END, NEXT, OVERFLOW
 
 
 class Sinusoidal(nn.Module):
-    """Vaswani et al. 2017: fixed sin/cos of the index at geometric frequencies. Extends to any length."""
+    """Vaswani et al. 2017: fixed sin/cos of the index at geometric frequencies. Extends to any length.
+
+    Scaled by a learned scalar (as x-transformers' ScaledSinusoidalEmbedding) that starts where the table's rms
+    equals the token embeddings' (GPT-2 init, std 0.02): 0.02 * sqrt(2). Unscaled (entries of size 1) the table
+    drowns the words, and a crippled baseline would flatter every rival: quick pilot, dev perplexity 128 unscaled,
+    105 at x-transformers' d^-0.5 start, 89-93 at this start (two seeds each, dev only), against 79-84 for RoPE.
+    """
     contract = "additive"
 
     def __init__(self, d_model: int, base: float = 10000.0):
         super().__init__()
         self.d_model, self.base = d_model, base
+        self.scale = nn.Parameter(torch.tensor(0.02 * math.sqrt(2.0)))
 
     def table(self, T: int, device=None) -> torch.Tensor:
         pos = torch.arange(T, device=device, dtype=torch.float32).unsqueeze(1)          # (T, 1)
@@ -48,7 +55,7 @@ class Sinusoidal(nn.Module):
         pe = torch.zeros(T, self.d_model, device=device)
         pe[:, 0::2] = torch.sin(pos * freq)
         pe[:, 1::2] = torch.cos(pos * freq)[:, : self.d_model // 2]
-        return pe                                                                        # (T, d)
+        return pe * self.scale                                                           # (T, d)
 
 
 class Learned(nn.Module):

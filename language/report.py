@@ -139,6 +139,14 @@ def verdict(res: dict, comps: list[dict]) -> str:
         cond = arms[REFERENCE]["ppl"]["conditional"]["mean"]
         lines.append(f"With gold actions given for free the same grammar models score {cond:.1f} (conditional, not a "
                      "language-model perplexity): the gap to the bound above is what the leak would have hidden.")
+    base = [x for x in comps if ARMS[x["name"]].structure == "none"]
+    if base:
+        best = min(base, key=lambda x: x["ppl_b"])
+        if best["name"] != BASELINE:
+            lo2, hi2 = best["ratio_ci95"]
+            side = "below" if hi2 < 1 else "above" if lo2 > 1 else "not reliably different from"
+            lines.append(f"The strongest standard baseline here is {best['name']} (exact {best['ppl_b']:.1f}); the "
+                         f"grammar bound is {side} it (ratio {best['ratio']:.3f}, 95% CI [{lo2:.3f}, {hi2:.3f}]).")
     ctrl = [x for x in comps if x["name"] in ("next", "shuffled", "shiv_quirk", "action_tokens", "aux")]
     if ctrl:
         better = [x["name"] for x in ctrl if x["ratio_ci95"][1] < 1]

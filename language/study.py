@@ -62,6 +62,10 @@ ARMS = {a.name: a for a in [
     Arm("shiv_quirk_tree", "shiv_quirk_tree", "given", table="conditional",
         what="conditional: Shiv & Quirk root-path positions of the gold tree"),
 ]}
+# The quick CPU study drops three arms to fit 20 minutes on a shared 2-core CPU: learned positions and ALiBi
+# (two more standard baselines beside sinusoidal, RoPE and none) and the second conditional diagnostic.
+QUICK_ARMS = ["sinusoidal", "rope", "nopos", "grammar", "next", "shuffled", "shiv_quirk", "action_tokens", "aux",
+              "grammar_tree"]
 REFERENCE = "grammar"        # parameter counts are matched to this arm
 BASELINE = "sinusoidal"      # the hypothesis compares the grammar model against this arm
 
@@ -111,6 +115,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", force: bool = False, 
             raise ConfigError(f"{out_path} exists: the test split of this run was already scored (test is touched "
                               "once; pass --force only to recompute the same numbers, never to tune)")
     cfg = load_run_config(run_dir)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
     device = "cuda" if torch.cuda.is_available() and not cfg.train.cpu else "cpu"
     model = load_trained(run_dir, device=device)
     data = prepare(cfg.data, shuffle_seed=cfg.train.seed, splits=(split,), vocab_dir=run_dir)

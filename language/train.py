@@ -192,8 +192,12 @@ def _last_state(run_dir: Path) -> Path | None:
     return None
 
 
-def train(cfg: LanguageConfig, run_dir: str | Path, resume: bool = False, accelerator=None) -> dict:
-    """Train one model; returns the summary also written to run_dir/train.json."""
+def train(cfg: LanguageConfig, run_dir: str | Path, resume: bool = False, accelerator=None,
+          stop_after: int | None = None) -> dict:
+    """Train one model; returns the summary also written to run_dir/train.json.
+
+    stop_after: leave after this many steps (state saved), as a time-limited job would; `resume=True` then
+    continues exactly where it stopped (tests check the weights equal those of an uninterrupted run)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
@@ -279,7 +283,7 @@ def train(cfg: LanguageConfig, run_dir: str | Path, resume: bool = False, accele
         bar.set_postfix(dev=f"{metric:.1f}", best=f"{state.best:.1f}")
 
     while state.step < tc.steps and not state.stopped:
-        sampler.set_epoch(state.epoch)
+        sampler.use_epoch(state.epoch)
         loader = accelerator.skip_first_batches(train_dl, state.batch_in_epoch) if state.batch_in_epoch else train_dl
         for batch in loader:
             out = model(**batch)
@@ -303,11 +307,17 @@ def train(cfg: LanguageConfig, run_dir: str | Path, resume: bool = False, accele
                     _atomic_save_state(accelerator, run_dir)
             if tc.save_state_every and state.step % tc.save_state_every == 0:
                 _atomic_save_state(accelerator, run_dir)
-            if state.step >= tc.steps or state.stopped:
+            if state.step >= tc.steps or state.stopped or (stop_after and state.step >= stop_after):
                 break
         else:
             state.epoch += 1
             state.batch_in_epoch = 0
+            continue
+        if stop_after and state.step >= stop_after and state.step < tc.steps and not state.stopped:
+            _atomic_save_state(accelerator, run_dir)
+            bar.close()
+            accelerator.end_training()
+            return {"steps": state.step, "interrupted": True}
     if not (run_dir / "best").is_dir():     # e.g. resumed a finished run: nothing new to evaluate
         evaluate_dev()
     bar.close()

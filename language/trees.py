@@ -47,7 +47,8 @@ class Tree:
         return len(self.words)
 
     def depths(self) -> list[int]:
-        """Depth of every node (ROOT 0). Assumes no cycles (checked on construction by the readers)."""
+        """Depth of every node (ROOT 0). Raises TreebankError on a cycle (readers check on construction; a Tree
+        built by hand may not have been)."""
         depth = [-1] * len(self.parents)
         depth[0] = 0
         for node in range(len(self.parents)):
@@ -55,6 +56,9 @@ class Tree:
             while depth[node] < 0:
                 chain.append(node)
                 node = self.parents[node]
+                if node < 0 or len(chain) > len(self.parents):
+                    check_acyclic(self.parents, self.source or "tree")
+                    raise TreebankError(f"{self.source or 'tree'}: node {chain[0]} does not reach the ROOT")
             d = depth[node]
             for n in reversed(chain):
                 d += 1

@@ -101,8 +101,8 @@ def write_report(analysis: Analysis, out_dir: str | Path, run_dir: str | Path | 
     axs = fig.subplots(1, 3)
     sn = w0["grid"]["shift_null"]
     for a, key in zip(axs, ("g60", "g90", "band")):
-        plots.plot_score_histogram(w0["grid"][key] if key != "band" else w0["band"]["band"],
-                                   sn.null[key] if hasattr(sn, "null") else None, ax=a)
+        plots.plot_score_histogram(w0["grid"][key] if key != "band" else w0["band"]["band"], sn.null[key],
+                                   label={"g60": "G60", "g90": "G90", "band": "band score"}[key], ax=a)
         a.set_title(f"{key.upper()} of units vs circular-shift null", fontsize=8)
     save(fig, "scores.png", "Unit scores (bars) against the pooled circular-shift null of the same units.")
     mem = w0["memory"]

@@ -6,6 +6,10 @@ so a small model can learn the structure (which actions follow which words) in a
 import random
 
 import pytest
+import torch
+
+# One thread: on a small shared CPU, two OpenMP threads spin against each other's load (80x slower seen).
+torch.set_num_threads(1)
 
 NOUNS = ["dog", "cat", "bird", "fish", "man", "child"]
 VERBS = ["sees", "likes", "eats", "hears"]

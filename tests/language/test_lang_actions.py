@@ -72,6 +72,12 @@ def test_subwords_continue_and_shuffle():
     assert any(shuffle_actions(ids, seed=k) != ids for k in range(5))
 
 
+def test_hand_built_cycle_is_an_error_not_a_hang():
+    from language.trees import TreebankError
+    with pytest.raises(TreebankError, match="cycle in heads"):
+        path_moves(dep_tree([2, 1, 0]))
+
+
 def test_tree_action_names_and_coverage():
     t = dep_tree([2, 0, 2], ["nmod:poss", "root", "punct"])
     assert tree_action_names(t, ActionConfig()) == ["ROOT", "nmod", "root", "punct"]

@@ -88,7 +88,7 @@ def test_token_batch_sampler_budget_cover_and_epochs():
     assert all(max(lengths[i] for i in b) * len(b) <= 30 for b in batches)
     again = TokenBatchSampler(lengths, 30, True, 1).batches()
     assert again == batches
-    s.set_epoch(1)
+    s.use_epoch(1)
     assert s.batches() != batches
     with pytest.raises(ValueError, match="smaller than the longest sentence"):
         TokenBatchSampler([50], max_tokens=20)

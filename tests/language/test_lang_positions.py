@@ -19,7 +19,9 @@ def test_registry_rejects_unknown_names_with_a_suggestion():
 
 
 def test_sinusoidal_matches_the_formula_and_learned_limits_length():
-    pe = Sinusoidal(8).table(5)
+    sin = Sinusoidal(8)
+    assert sin.scale.item() == pytest.approx(0.02 * 2 ** 0.5)     # learned scale; table rms = token rms at start
+    pe = sin.table(5) / sin.scale
     assert pe[3, 2].item() == pytest.approx(math.sin(3 / 10000 ** (2 / 8)), abs=1e-6)
     assert pe[4, 5].item() == pytest.approx(math.cos(4 / 10000 ** (4 / 8)), abs=1e-6)
     with pytest.raises(ValueError, match="longer than model.max_len=4"):
@@ -57,7 +59,7 @@ def test_grammar_positions_use_temt_core_and_step_agrees_with_path():
 
 
 def test_shiv_quirk_is_a_fixed_stack_that_tracks_tree_depth():
-    heads = [3, 3, 4, 0, 4, 6, 4]                                          # depths 3 3 2 1 2 3 2
+    heads = [3, 3, 4, 0, 4, 7, 4]                                          # depths 3 3 2 1 2 3 2
     t = Tree([f"w{i}" for i in range(7)], [-1] + heads, ["ROOT"] + ["dep"] * 7, list(range(1, 8)))
     names = action_names(t, ActionConfig())
     vocab = sorted(set(names))
