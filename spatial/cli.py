@@ -36,14 +36,20 @@ def _train(args) -> int:
     return 0
 
 
-def _analyse(args) -> int:
+def _load_run(args, config_cls):
+    """Shared by the commands that read a trained run: threads, the command's own config, the model."""
     import torch
 
-    from .analyse import AnalysisConfig, analyse_model, load_trained
-    from .report import write_report
+    from .analyse import load_trained
     torch.set_num_threads(args.threads)
-    acfg = load_config(AnalysisConfig, args.config, args.overrides)
-    model, config, step = load_trained(args.run_dir)
+    cfg = load_config(config_cls, args.config, args.overrides)
+    return (cfg, *load_trained(args.run_dir))
+
+
+def _analyse(args) -> int:
+    from .analyse import AnalysisConfig, analyse_model
+    from .report import write_report
+    acfg, model, config, step = _load_run(args, AnalysisConfig)
     analysis = analyse_model(model, config, acfg)
     out = args.out or f"{args.run_dir}/analysis"
     report = write_report(analysis, out, args.run_dir, config, step, acfg)
@@ -58,17 +64,13 @@ def _scaling(args) -> int:
     import json
     from pathlib import Path
 
-    import torch
+    from temt_core.config import to_dict
 
-    from .analyse import load_trained
     from .scaling import ScalingConfig, memory_scaling, plot_scaling
-    torch.set_num_threads(args.threads)
-    cfg = load_config(ScalingConfig, args.config, args.overrides)
-    model, config, step = load_trained(args.run_dir)
+    cfg, model, config, step = _load_run(args, ScalingConfig)
     rows = memory_scaling(model, config, cfg)
     out = Path(args.out or f"{args.run_dir}/scaling")
     out.mkdir(parents=True, exist_ok=True)
-    from temt_core.config import to_dict
     (out / "scaling.json").write_text(json.dumps({"run": str(args.run_dir), "step": step, "config": to_dict(cfg),
                                                   "rows": rows}, indent=1))
     fig, _ = plot_scaling(rows)
