@@ -24,15 +24,15 @@ from pathlib import Path
 ARMS = {"relu": "configs/spatial/relu.yaml", "linear": "configs/spatial/linear.yaml",
         "hex": "configs/spatial/hex.yaml"}
 
-# The quick version: the same arms, small worlds and short runs (a smoke test of the whole pipeline on a CPU,
-# not a reproduction: grid cells are not expected after a few thousand steps).
+# The quick version: the same arms, small worlds (8-9 wide; hex radius 3-4) and 8k/5k steps instead of 20k, sized
+# to finish in about 10 minutes on a 2-core CPU (two arms at a time). A smaller version of the study, not the study.
 QUICK = {
-    "relu": ["train.steps=3000", "walks.sizes=[8, 9]", "walks.walk_length=[300, 600]", "train.checkpoint_every=1000",
-             "eval.every=1000", "eval.steps=600"],
-    "linear": ["train.steps=3000", "walks.sizes=[8, 9]", "walks.walk_length=[300, 600]",
-               "train.checkpoint_every=1000", "eval.every=1000", "eval.steps=600"],
-    "hex": ["train.steps=2000", "walks.sizes=[3, 4]", "walks.walk_length=[300, 600]", "train.checkpoint_every=1000",
-            "eval.every=1000", "eval.steps=600"],
+    "relu": ["train.steps=8000", "walks.sizes=[8, 9]", "walks.walk_length=[300, 600]", "train.checkpoint_every=2000",
+             "eval.every=2000", "eval.steps=600"],
+    "linear": ["train.steps=8000", "walks.sizes=[8, 9]", "walks.walk_length=[300, 600]",
+               "train.checkpoint_every=2000", "eval.every=2000", "eval.steps=600"],
+    "hex": ["train.steps=5000", "walks.sizes=[3, 4]", "walks.walk_length=[300, 600]", "train.checkpoint_every=2000",
+            "eval.every=2000", "eval.steps=600"],
 }
 ANALYSIS = {"square": ["sizes=[11, 11]", "steps=6000"], "hex": ["sizes=[5, 5]", "steps=6000"]}
 ANALYSIS_QUICK = {"square": ["sizes=[9, 9]", "steps=2500"], "hex": ["sizes=[4, 4]", "steps=2500"]}
