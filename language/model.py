@@ -30,7 +30,7 @@ head, so they are plain GPTs and report exact word perplexity. `structure` says 
 
 `step()` scores every candidate action for the next word of many beam hypotheses at once: the body runs
 on each prefix, then the prediction block runs only its query row per candidate (keys shared). The full forward
-and `candidates()` agree to float tolerance (tests/language/test_lang_leaks.py).
+and `step()` agree to float tolerance (tests/language/test_lang_leaks.py).
 """
 from __future__ import annotations
 
@@ -69,6 +69,8 @@ class ModelConfig:
     pos_init_std: float = 0.5        # std of U_a at init (x sqrt(E)); breaks the all-equal start
     pos_method: str = "auto"         # temt_core path: auto (fused on CPU) | fused | loop | scan
     pos_log_scale: bool = True       # TEM-t heads scale scores by log(n keys) (the paper's memory scaling)
+    pos_check_finite: bool = True    # temt_core checks e after every call (one host sync; off for GPU speed:
+                                     # the trainer still stops on a non-finite loss)
     sq_depth: int = 8                # Shiv & Quirk stack slots
     sq_branches: int = 4             # Shiv & Quirk tree mode: branch indices 0..3 (later siblings share 3)
     max_len: int = 512               # learned positions only (EWT's longest sentence has 159 words)

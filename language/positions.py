@@ -121,27 +121,32 @@ class GrammarPositions(nn.Module):
     contract = "path"
 
     def __init__(self, n_actions: int, dim: int, activation: str = "relu", bound: float | None = 1.0,
-                 init_std: float = 0.5, method: str = "auto"):
+                 init_std: float = 0.5, method: str = "auto", check_finite: bool = True):
         super().__init__()
         # init_std 0.5 (not TEM's 0): with every W_a = I at the start all positions coincide and the TEM-t
         # heads have no gradient signal to tell moves apart; a small random U_a breaks that symmetry.
         self.rec = RecurrentPositions(n_actions, dim, activation=activation, bound=bound, init_std=init_std,
-                                      method=method)
+                                      method=method, check_finite=check_finite)
         self.dim = dim
 
     def path(self, actions: torch.Tensor) -> torch.Tensor:
-        """actions (B, T) a_0..a_{T-1} -> e (B, T+1, E), e[:, 0] = e_init (BOS), e[:, i+1] after a_i."""
+        """actions (B, T) a_0..a_{T-1} -> e (B, T+1, E), e[:, 0] = e_init (BOS), e[:, i+1] after a_i.
+
+        Always float32, outside autocast: temt_core's fused loop writes into float32 buffers (it fails under
+        bf16 autocast), and a recurrence of T steps is where low precision would compound anyway."""
         B = actions.shape[0]
         start = torch.full((B, 1), RESET, dtype=actions.dtype, device=actions.device)
-        return self.rec(torch.cat([start, actions], 1))
+        with torch.autocast(actions.device.type, enabled=False):
+            return self.rec(torch.cat([start, actions], 1))
 
     def step(self, e: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """e (N, E), candidate actions (N, C) -> next positions (N, C, E), all candidates in one matmul."""
-        W = self.rec.transition_matrices()                                               # (A, E, E)
-        N, C = actions.shape
-        h = torch.bmm(e.unsqueeze(1).expand(N, C, self.dim).reshape(N * C, 1, self.dim),
-                      W[actions.reshape(-1)]).view(N, C, self.dim)
-        return self.rec.activate(h)
+        with torch.autocast(actions.device.type, enabled=False):
+            W = self.rec.transition_matrices()                                           # (A, E, E)
+            N, C = actions.shape
+            h = torch.bmm(e.float().unsqueeze(1).expand(N, C, self.dim).reshape(N * C, 1, self.dim),
+                          W[actions.reshape(-1)]).view(N, C, self.dim)
+            return self.rec.activate(h)
 
 
 class ShivQuirkPositions(GrammarPositions):
@@ -235,7 +240,8 @@ class GrammarTreePositions(nn.Module):
 
     def tree(self, parents: torch.Tensor, labels: torch.Tensor, tok_nodes: torch.Tensor) -> torch.Tensor:
         """parents, labels (B, N) over nodes (node 0 = ROOT), tok_nodes (B, L) -> token positions (B, L, E)."""
-        e = self.rec.tree(parents, labels)                                               # (B, N, E)
+        with torch.autocast(parents.device.type, enabled=False):                        # float32, as path()
+            e = self.rec.tree(parents, labels)                                           # (B, N, E)
         return e.gather(1, tok_nodes.unsqueeze(-1).expand(-1, -1, self.dim))
 
 
@@ -290,7 +296,7 @@ def build_encoding(cfg) -> nn.Module:
         return NoPositions()
     if name == "grammar":
         return GrammarPositions(cfg.n_actions, cfg.pos_dim, cfg.pos_activation, cfg.pos_bound, cfg.pos_init_std,
-                                cfg.pos_method)
+                                cfg.pos_method, cfg.pos_check_finite)
     if name == "shiv_quirk":
         if len(cfg.action_names) != cfg.n_actions:
             raise ValueError(f"shiv_quirk builds its matrices from model.action_names ({len(cfg.action_names)} "

@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 from pathlib import Path
 
 import numpy as np
-
-from temt_core.config import to_dict
 
 from .evaluate import paired_bootstrap, ppl
 from .study import ARMS, BASELINE, REFERENCE, metric_kind
@@ -195,6 +192,19 @@ def plot_curves(res: dict, path: str | Path) -> None:
     plt.close(fig)
 
 
+def _vocab_info(run: Path) -> dict:
+    info = {}
+    try:
+        words = json.loads((run / "words.json").read_text())
+        info["words"] = len(words["model"]["vocab"])
+        acts = json.loads((run / "actions.json").read_text())
+        info["actions"] = len(acts["names"])
+        info["coverage"] = acts["meta"].get("coverage", float("nan"))
+    except (OSError, KeyError, json.JSONDecodeError):
+        pass
+    return info
+
+
 def write_report(res: dict, base_cfg, path: str | Path, out_dir: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -295,10 +305,21 @@ def write_report(res: dict, base_cfg, path: str | Path, out_dir: str | Path) -> 
             L.append(f"| {name} | {s} | {t.get('steps')} | {t.get('best_step')} | {t.get('stopped_early')} | "
                      f"{t.get('tokens_per_s', 0):.0f} | {t.get('seconds', 0):.0f} |")
     L.append("")
-    unseen = {n: a["unseen_actions"] for n, a in arms.items() if any(a["unseen_actions"])}
-    if unseen:
-        L.append("Test actions unseen in training (mapped to the overflow action, counted): " +
-                 ", ".join(f"{n}: {v[0]}" for n, v in unseen.items()) + ".")
-        L.append("")
+    L.append("## Data and vocabularies")
+    L.append("")
+    ref = next((n for n in (REFERENCE, *arms) if n in arms), None)
+    if ref is not None:
+        run0 = out_dir / ref / f"seed{res['seeds'][0]}"
+        info = _vocab_info(run0)
+        a = arms[ref]
+        L.append(f"- Words: {info.get('words', '?')} types in the shared vocabulary (training words seen at least "
+                 f"{d.min_freq} times, the rest <unk>); test events scored: {int(np.sum(a['n_tokens']))} "
+                 f"(words + EOS) in {len(a['n_tokens'])} sentences.")
+        L.append(f"- Actions ({ref}): {info.get('actions', '?')} in the vocabulary built from training (caps up "
+                 f"{d.actions.max_up}, down {d.actions.max_down}, labels {'on' if d.actions.labels else 'off'}); "
+                 f"training coverage inside the caps {info.get('coverage', float('nan')):.4f}; test actions mapped "
+                 f"to the overflow action: {a['overflow_actions'][0]} of {a['actions_total'][0]}, of which "
+                 f"{a['unseen_actions'][0]} never occurred in training.")
+    L.append("")
     path.write_text("\n".join(L) + "\n")
     return path

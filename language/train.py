@@ -34,6 +34,7 @@ import torch
 
 from temt_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from temt_core.config import ConfigError, from_dict, load_config, parse_overrides, save_config, to_dict, _merge
+from temt_core.validation import NonFiniteError
 
 from .data import DataConfig, make_loader, prepare
 from .evaluate import ppl, score_loader
@@ -225,9 +226,8 @@ def train(cfg: LanguageConfig, run_dir: str | Path, resume: bool = False, accele
     if accelerator.is_main_process and not resume:
         data.save_vocab(run_dir)
         save_config(cfg, run_dir / "config.yaml")
-    for name, vocab in (("actions", data.actions),):
-        if vocab.warning():
-            accelerator.print(f"warning: dev {name}: {vocab.warning()}")
+    if data.actions.warning():                           # train actions are all known: these come from dev
+        accelerator.print(f"warning: dev: {data.actions.warning()}")
 
     model = LanguageModel(cfg.model)
     opt = torch.optim.AdamW(_param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, tc.beta2),
@@ -298,8 +298,12 @@ def train(cfg: LanguageConfig, run_dir: str | Path, resume: bool = False, accele
             tokens += int(batch["mask"].sum())
             bar.update(1)
             if state.step % tc.log_every == 0:
-                accelerator.log({"train/loss": out.loss.item(), "train/lr": sched.get_last_lr()[0]},
-                                step=state.step)
+                loss = out.loss.item()
+                if not math.isfinite(loss):
+                    raise NonFiniteError(f"training loss is {loss} at step {state.step}; the last good state is "
+                                         f"{_last_state(run_dir)} (lower train.lr, or keep "
+                                         "model.pos_check_finite=true to find where positions blow up)")
+                accelerator.log({"train/loss": loss, "train/lr": sched.get_last_lr()[0]}, step=state.step)
             if state.step % tc.eval_every == 0 or state.step == tc.steps:
                 evaluate_dev()
                 model.train()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 import zipfile
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -419,6 +418,3 @@ def from_spacy(doc) -> list[Tree]:
                         "dependency", where))
     return out
 
-
-def label_counts(trees: Iterable[Tree]) -> Counter:
-    return Counter(lab for t in trees for lab in t.labels[1:])

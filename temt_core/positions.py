@@ -329,7 +329,11 @@ class RecurrentPositions(nn.Module):
         if method == "loop":
             e = self._loop(e0, W, actions)
         elif method == "fused":
-            e = _FusedRecurrence.apply(e0, W, self.e_init, actions, self.activation, self.bound)
+            # The recurrence runs in the parameters' precision, outside autocast: its buffers are written in place
+            # (autocast would hand it low-precision matmul outputs), and a long product of transitions is where low
+            # precision hurts most.
+            with torch.autocast(device_type=actions.device.type, enabled=False):
+                e = _FusedRecurrence.apply(e0.to(W.dtype), W, self.e_init, actions, self.activation, self.bound)
         else:
             e = _scan_linear(e0, W, self.e_init, actions)
         if self.check_finite:

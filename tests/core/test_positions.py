@@ -213,3 +213,15 @@ def test_orthogonal_transitions_are_rotations_with_exact_inverses():
     torch.testing.assert_close(e[0, -1].norm(), m.e_init.norm())  # a closed loop never grows the code
     with pytest.raises(ValueError, match="inverse_actions"):
         RecurrentPositions(5, 8, transition="orthogonal", inverse_actions=((1, 1),))
+
+
+def test_fused_runs_under_autocast_in_full_precision():
+    torch.manual_seed(10)
+    m = RecurrentPositions(5, 16, activation="relu", init_std=0.3)
+    a = _actions(2, 12, 5)
+    expect = m(a, method="loop")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        e = m(a, method="fused")
+        e.sum().backward()
+    assert e.dtype == torch.float32
+    torch.testing.assert_close(e, expect)

@@ -1,7 +1,7 @@
 """The command line: train/evaluate/export/actions/study on a toy treebank, and clear errors for bad input."""
 import json
 
-from conftest import tiny_overrides
+from lang_toydata import tiny_overrides
 from language.cli import main
 from language.report import collect
 

@@ -158,6 +158,22 @@ def test_tree_mode_encodings_see_the_future():
     assert not torch.allclose(before[:, 1], after[:, 1], atol=1e-5)    # row 1 predicts word 2: changed by word 3
 
 
+@pytest.mark.parametrize("pos, structure", [("grammar", "joint"), ("shiv_quirk", "joint"), ("grammar_tree", "given")])
+def test_mixed_precision_autocast_trains(pos, structure):
+    """Accelerate's mixed precision is autocast: the recurrence must run (in float32) inside it."""
+    model = tiny(pos, structure).train()
+    ids = torch.tensor([[2, 5, 6, 7, 3], [2, 8, 9, 3, 0]])
+    acts = torch.tensor([[2, 0, 1, 1], [0, 2, 1, 0]])
+    tree = {"tree_parents": torch.tensor([[-1, 0, 1, 1], [-1, 0, 1, -1]]),
+            "tree_actions": torch.tensor([[0, 1, 2, 3], [0, 1, 2, 0]]),
+            "tok_nodes": torch.tensor([[0, 1, 2, 3, 0], [0, 1, 2, 0, 0]])}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(ids, acts, **tree)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and all(torch.isfinite(p.grad).all() for p in model.parameters()
+                                            if p.grad is not None)
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="structure must be 'joint'"):
         ModelConfig(pos="grammar", structure="none")

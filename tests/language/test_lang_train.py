@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny_overrides
+from lang_toydata import tiny_overrides
 from language.data import make_loader, prepare
 from language.evaluate import ppl, score_loader
 from language.model import LanguageModel
