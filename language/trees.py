@@ -190,19 +190,24 @@ def iter_conllu(lines: Iterable[str], name: str = "<text>", on_error: str = "rai
             yield tree
 
 
-def read_conllu(path: str | Path, on_error: str = "raise", limit: int | None = None) -> tuple[list[Tree], ReadStats]:
-    """All sentences of a CoNLL-U file (the first `limit` if given) and what was skipped."""
+def _read_file(path, kind: str, iterate, on_error: str, limit: int | None) -> tuple[list[Tree], ReadStats]:
+    """Trees from one file through `iterate` (iter_conllu or iter_brackets), the first `limit` if given."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"CoNLL-U file {str(path)!r} does not exist (set data.root, or TEMT_DATA)")
+        raise FileNotFoundError(f"{kind} file {str(path)!r} does not exist (set data.root, or TEMT_DATA)")
     stats = ReadStats()
     trees = []
     with open(path, encoding="utf-8") as f:
-        for tree in iter_conllu(f, str(path), on_error, stats):
+        for tree in iterate(f, str(path), on_error, stats):
             trees.append(tree)
             if limit is not None and len(trees) >= limit:
                 break
     return trees, stats
+
+
+def read_conllu(path: str | Path, on_error: str = "raise", limit: int | None = None) -> tuple[list[Tree], ReadStats]:
+    """All sentences of a CoNLL-U file (the first `limit` if given) and what was skipped."""
+    return _read_file(path, "CoNLL-U", iter_conllu, on_error, limit)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -355,17 +360,7 @@ def iter_brackets(lines: Iterable[str], name: str = "<text>", on_error: str = "r
 
 def read_brackets(path: str | Path, on_error: str = "raise", limit: int | None = None) -> tuple[list[Tree], ReadStats]:
     """All trees of a bracketed file (PTB .mrg, or one tree per line as in the Tale of Two Cities files)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"bracketed tree file {str(path)!r} does not exist (set data.root, or TEMT_DATA)")
-    stats = ReadStats()
-    trees = []
-    with open(path, encoding="utf-8") as f:
-        for tree in iter_brackets(f, str(path), on_error, stats):
-            trees.append(tree)
-            if limit is not None and len(trees) >= limit:
-                break
-    return trees, stats
+    return _read_file(path, "bracketed tree", iter_brackets, on_error, limit)
 
 
 def read_ptb_zip(path: str | Path, files: Iterable[int] = range(1, 200), on_error: str = "raise"
