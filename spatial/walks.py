@@ -81,6 +81,7 @@ class WalkStream:
         self.transitions = np.full((B, N, A), -1, dtype=np.int64)
         self.n_avail = np.ones((B, N), dtype=np.int64)
         self.avail_list = np.zeros((B, N, A), dtype=np.int64)      # available actions, left-packed
+        self.repeat_cum = np.ones((B, N, A + 1, A))                 # 'repeat' policy lookup (see _tables)
         self.obs = np.zeros((B, N), dtype=np.int64)
         self.world_index = np.zeros(B, dtype=np.int64)            # which pool world each slot walks
         self.world_count = np.full(B, -1, dtype=np.int64)         # how many worlds each slot has had
@@ -93,24 +94,31 @@ class WalkStream:
         self.stay = self.world_pool[0].stay_action
         self._pool_tables = [self._tables(w) for w in self.world_pool]
 
-    @staticmethod
-    def _tables(world: World):
+    def _tables(self, world: World):
         avail = world.available
         n_avail = avail.sum(1)
         order = np.argsort(~avail, axis=1, kind="stable")         # available actions first, in action order
-        return world.transitions, n_avail, order
+        # 'repeat' policy: cumulative action weights for every (node, previous action), previous = -1 at row 0,
+        # so that choosing is one lookup and one comparison per step
+        N, A = avail.shape
+        weights = np.repeat(avail[:, None, :].astype(float), A + 1, axis=1)             # (N, A + 1, A)
+        prev = np.arange(A)
+        weights[:, prev + 1, prev] *= np.where(avail, self.config.repeat_bias, 1.0)
+        return world.transitions, n_avail, order, weights.cumsum(2)
 
     def _new_world(self, slot: int) -> None:
         c = self.config
         k = slot % len(self.world_pool) if self.fixed else int(self.rng.integers(len(self.world_pool)))
         world = self.world_pool[k]
-        T, n_avail, order = self._pool_tables[k]
+        T, n_avail, order, repeat_cum = self._pool_tables[k]
         n = world.n_nodes
         self.transitions[slot] = -1
         self.transitions[slot, :n] = T
         self.n_avail[slot] = 1
         self.n_avail[slot, :n] = n_avail
         self.avail_list[slot, :n] = order
+        self.repeat_cum[slot] = 1.0
+        self.repeat_cum[slot, :n] = repeat_cum
         self.obs[slot] = 0
         self.obs[slot, :n] = sample_observations(n, c.n_stimuli, self.rng)
         self.world_index[slot] = k
@@ -128,16 +136,11 @@ class WalkStream:
         policy = self.config.policy
         if policy == "uniform":                                    # the k-th available action, k uniform
             return self.avail_list[rows, node, (u * self.n_avail[rows, node]).astype(np.int64)]
-        ok = self.transitions[rows, node] >= 0                     # (R, A)
         if policy == "repeat":
-            weights = ok.astype(float)
-            prev = self.prev_action[rows]
-            has_prev = (prev >= 0) & ok[np.arange(len(rows)), prev.clip(0)]
-            weights[np.arange(len(rows))[has_prev], prev[has_prev]] = self.config.repeat_bias
-            cum = weights.cumsum(1)
+            cum = self.repeat_cum[rows, node, self.prev_action[rows] + 1]          # (R, A)
             return (cum <= (u * cum[:, -1])[:, None]).sum(1)
         # heading: keep the heading unless it is blocked, absent, or a change is drawn
-        moves = ok.copy()
+        moves = self.transitions[rows, node] >= 0                  # (R, A)
         if self.stay is not None:
             moves[:, self.stay] = False
         heading = self.heading[rows]
@@ -225,7 +228,7 @@ class WalkStream:
                 "n_visited": T(n_visited)}
 
     # -- exact resume ------------------------------------------------------------------------------------------
-    _STATE = ("transitions", "n_avail", "avail_list", "obs", "world_index", "world_count", "node", "steps_left",
+    _STATE = ("transitions", "n_avail", "avail_list", "repeat_cum", "obs", "world_index", "world_count", "node", "steps_left",
               "prev_action", "heading", "visited", "edge_taken")
 
     def state_dict(self) -> dict:
