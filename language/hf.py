@@ -69,8 +69,7 @@ class TemtLMForCausalLM(PreTrainedModel, GenerationMixin):
         can be left empty when from_pretrained builds the model on the meta device)."""
         from temt_core.positions import RecurrentPositions
         if isinstance(module, RecurrentPositions):
-            module.update_mask = torch.ones_like(module.update_mask, device=module.U.device if hasattr(
-                module, "U") else None)
+            module.rebuild_buffers(module.e_init.device if module.e_init.device.type != "meta" else None)
 
     def get_input_embeddings(self):
         return self.lm.tok

@@ -235,23 +235,12 @@ class RecurrentPositions(nn.Module):
             e_init = e_init.clamp(-bound, bound)
         self.e_init = nn.Parameter(e_init)
 
-        # Which entries of U may be non-zero: no update for the stay action, block-diagonal for modules.
-        mask = torch.ones(n_actions, dim, dim)
-        if stay_action is not None:
-            mask[stay_action] = 0.0
-        if n_modules > 1:
-            block = dim // n_modules
-            mask = mask * torch.block_diag(*[torch.ones(block, block)] * n_modules)
-        self.register_buffer("update_mask", mask, persistent=False)
-        # For 'orthogonal': the second action of each inverse pair uses minus the first one's generator.
-        sign, source = torch.ones(n_actions), torch.arange(n_actions)
         for a, b in inverse_actions:
             if not (0 <= a < n_actions and 0 <= b < n_actions) or a == b:
                 raise ValueError(f"inverse_actions: ({a}, {b}) is not a pair of distinct action ids in "
                                  f"[0, {n_actions})")
-            sign[b], source[b] = -1.0, a
-        self.register_buffer("generator_sign", sign.view(-1, 1, 1), persistent=False)
-        self.register_buffer("generator_source", source, persistent=False)
+        self.inverse_actions = tuple(tuple(p) for p in inverse_actions)
+        self.rebuild_buffers()
         if transition in ("matrix", "orthogonal"):
             self.U = nn.Parameter(init_std / math.sqrt(dim) * torch.randn(n_actions, dim, dim))
         else:  # TEM's transition MLP; zero output layer = identity transitions at init
@@ -260,6 +249,24 @@ class RecurrentPositions(nn.Module):
             nn.init.xavier_normal_(self.mlp_in.weight)
             nn.init.zeros_(self.mlp_in.bias)
             nn.init.normal_(self.mlp_out.weight, std=init_std / math.sqrt(dim))
+
+    def rebuild_buffers(self, device=None) -> None:
+        """(Re)create the derived, unsaved buffers from the settings: which entries of U may be non-zero (no update
+        for the stay action, block-diagonal for modules) and, for 'orthogonal', which generator each action uses.
+        Call it after building the module on the meta device (Hugging Face's from_pretrained does)."""
+        A, E = self.n_actions, self.dim
+        mask = torch.ones(A, E, E, device=device)
+        if self.stay_action is not None:
+            mask[self.stay_action] = 0.0
+        if self.n_modules > 1:
+            block = E // self.n_modules
+            mask = mask * torch.block_diag(*[torch.ones(block, block, device=device)] * self.n_modules)
+        sign, source = torch.ones(A, device=device), torch.arange(A, device=device)
+        for a, b in self.inverse_actions:      # the second action of a pair uses minus the first one's generator
+            sign[b], source[b] = -1.0, a
+        self.register_buffer("update_mask", mask, persistent=False)
+        self.register_buffer("generator_sign", sign.view(-1, 1, 1), persistent=False)
+        self.register_buffer("generator_source", source, persistent=False)
 
     def updates(self) -> torch.Tensor:
         """U_a for every action, (A, E, E), with the structural zeros applied."""
