@@ -22,6 +22,7 @@ Losses (TEM's set; parts are returned unweighted, `loss` is the weighted sum):
     g         squared error between path-integrated and corrected positions       (landmark only)
     reg_e     L2 of the positions, sum over units, mean over steps                (TEM: 0.01)
     reg_w     L2 of the transition updates U_a = W_a - I                          (spec: 0.001)
+    nonneg    squared negative part of the positions, only if w_nonneg > 0        (our addition, default off)
 
 Quick use:
     model = TEMt(TEMtConfig(n_actions=5, n_stimuli=45))
@@ -77,6 +78,8 @@ class TEMtConfig:
     w_g: float = 1.0
     w_reg_e: float = 0.01               # TEM's L2 on g
     w_reg_w: float = 0.001              # spec L3: weight L2 0.001, on the transition updates
+    w_nonneg: float = 0.0               # penalty on negative activity, sum relu(-e)^2 (not in the paper: a soft
+                                        # non-negativity for linear codes, spec L3 / Whittington et al. 2023)
 
     def __post_init__(self):
         problems = []
@@ -299,6 +302,8 @@ class TEMt(nn.Module):
         parts = {"x_pi": masked_ce(run["logits"]),
                  "reg_e": run["e"].square().sum(-1).mean(),
                  "reg_w": self.positions.updates().square().sum()}
+        if c.w_nonneg:
+            parts["nonneg"] = torch.relu(-run["e"]).square().sum(-1).mean()
         if self.landmark is not None:
             parts["x_corr"] = masked_ce(run["logits_corrected"])
             parts["g"] = (run["e_pi"] - run["e"]).square().sum(-1).mean()

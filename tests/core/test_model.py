@@ -260,3 +260,11 @@ def test_bad_state_and_config():
         TEMtConfig(activation="gelu", landmark="yes")
     with pytest.raises(ValueError, match="recurrence='scan' needs activation='linear'"):
         TEMtConfig(recurrence="scan")
+
+
+def test_nonnegativity_penalty_is_the_squared_negative_part():
+    model = _model(activation="linear", bound=None, w_nonneg=0.5, transition_init_std=0.5)
+    x, a = _data()
+    out = model(x, a)
+    torch.testing.assert_close(out.parts["nonneg"], torch.relu(-out.e).square().sum(-1).mean())
+    assert out.parts["nonneg"] > 0 and "nonneg" not in _model()(x, a).parts
