@@ -10,8 +10,10 @@ de-duplicates holds far fewer). Throughput = walk-steps per second = batch x chu
 forward + backward + Adam, after warm-up.
 
     fast   parallel path: fused recurrence (custom autograd.Function) + one masked attention per chunk
-    plain  the sequential path with the plain recurrence loop: per step a gathered bmm, an attention read over the
-           memories so far and an append (the straightforward implementation)
+    plain  TEMt's sequential path: step by step, per step one transition, an attention read over the memories so
+           far and an append (the straightforward implementation; since commit b922d40 its transition is one
+           (B, E) x (E, A*E) matmul instead of a gathered bmm, which makes this baseline slightly faster, so the
+           speed-ups measured since are conservative)
 """
 from __future__ import annotations
 
