@@ -205,6 +205,9 @@ def _vocab_info(run: Path) -> dict:
     return info
 
 
+HAND_NOTES_MARKER = "*Everything above this line was written by `language/report.py`"
+
+
 def write_report(res: dict, base_cfg, path: str | Path, out_dir: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -321,5 +324,16 @@ def write_report(res: dict, base_cfg, path: str | Path, out_dir: str | Path) -> 
                  f"to the overflow action: {a['overflow_actions'][0]} of {a['actions_total'][0]}, of which "
                  f"{a['unseen_actions'][0]} never occurred in training.")
     L.append("")
-    path.write_text("\n".join(L) + "\n")
+    path.write_text(with_hand_notes("\n".join(L) + "\n", path))
     return path
+
+
+def with_hand_notes(text: str, path: Path) -> str:
+    """`text` plus whatever an existing report at `path` holds from the hand-notes marker on: provenance,
+    benchmarks and disclosures added by hand survive a re-run of the study."""
+    if path.exists():
+        old = path.read_text()
+        at = old.find(HAND_NOTES_MARKER)
+        if at >= 0:
+            return text + "\n" + old[at:]
+    return text

@@ -55,3 +55,12 @@ def test_train_evaluate_export_and_study(toy_root, tmp_path, capsys):
     assert "trained already" in capsys.readouterr().out
     assert main(["study", "--out", str(out), "--arms", "sinusodial"]) == 2
     assert "unknown arm" in capsys.readouterr().err
+
+
+def test_report_keeps_notes_added_by_hand(tmp_path):
+    from language.report import HAND_NOTES_MARKER, with_hand_notes
+    path = tmp_path / "language.md"
+    assert with_hand_notes("new tables\n", path) == "new tables\n"
+    path.write_text("old tables\n" + HAND_NOTES_MARKER + " ...*\n\n## Disclosures\n- kept\n")
+    text = with_hand_notes("new tables\n", path)
+    assert text.startswith("new tables\n") and "## Disclosures\n- kept" in text and "old tables" not in text
