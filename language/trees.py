@@ -85,6 +85,15 @@ class ReadStats:
         return self
 
 
+def _skip_or_raise(err: TreebankError, on_error: str, stats: ReadStats) -> None:
+    """on_error='raise': re-raise; 'skip': count the sentence and keep the first 20 messages."""
+    if on_error == "raise":
+        raise err
+    stats.skipped += 1
+    if len(stats.errors) < 20:
+        stats.errors.append(str(err))
+
+
 def _check_on_error(on_error: str) -> None:
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -159,11 +168,7 @@ def iter_conllu(lines: Iterable[str], name: str = "<text>", on_error: str = "rai
         try:
             tree = _conllu_sentence(rows, f"{name}:{start}", sub)
         except TreebankError as err:
-            if on_error == "raise":
-                raise
-            stats.skipped += 1
-            if len(stats.errors) < 20:
-                stats.errors.append(str(err))
+            _skip_or_raise(err, on_error, stats)
             return None
         stats.add(sub)
         stats.sentences += 1
@@ -346,11 +351,7 @@ def iter_brackets(lines: Iterable[str], name: str = "<text>", on_error: str = "r
         try:
             tree = _bracket_tree(expr, f"{name}:{lineno}", sub)
         except TreebankError as err:
-            if on_error == "raise":
-                raise
-            stats.skipped += 1
-            if len(stats.errors) < 20:
-                stats.errors.append(str(err))
+            _skip_or_raise(err, on_error, stats)
             continue
         stats.add(sub)
         stats.sentences += 1
