@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from temt_core.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from temt_core.model import TEMt

@@ -149,21 +149,25 @@ def _band_from_spectrum(S, ok, n, P):
     return (np.where(bad, np.nan, B), np.where(bad, np.nan, wl), np.where(bad, np.nan, ori))
 
 
+def _batch_maps(rate_map, n, pad):
+    """(U, H, W) float maps, whether the input was one map, the map size n (default min(H, W)), the FFT size."""
+    m = np.asarray(rate_map, dtype=float)
+    squeeze = m.ndim == 2
+    if squeeze:
+        m = m[None]
+    H, W = m.shape[1:]
+    return m, squeeze, float(min(H, W)) if n is None else float(n), pad or pad_size(H, W)
+
+
 def band_score(rate_map, pad=None, n=None):
     """Band score (B, wavelength, orientation_deg) of a map (H, W) or batch (U, H, W).
 
     See the module doc for the definition. ``n`` (disc radius 1/n) defaults to
     min(H, W); ``pad`` to :func:`pad_size`. NaN for constant or empty maps.
     """
-    m = np.asarray(rate_map, dtype=float)
-    squeeze = m.ndim == 2
-    if squeeze:
-        m = m[None]
-    U, H, W = m.shape
-    n = float(min(H, W)) if n is None else float(n)
-    P = pad or pad_size(H, W)
-    B, wl, ori = (np.empty(U) for _ in range(3))
-    for a in range(0, U, _CHUNK):
+    m, squeeze, n, P = _batch_maps(rate_map, n, pad)
+    B, wl, ori = (np.empty(len(m)) for _ in range(3))
+    for a in range(0, len(m), _CHUNK):
         sl = slice(a, a + _CHUNK)
         B[sl], wl[sl], ori[sl] = _band_chunk(m[sl], n, P)
     if squeeze:
@@ -181,13 +185,7 @@ def fourier_peaks(rate_map, rel_threshold=0.25, ring=(0.7, 1.3), pad=None, n=Non
     ``dominant_wavelength`` (1/|k*|), ``n`` (map side) and ``all_peaks``
     (every peak above threshold, as (kx, ky, rel power) rows, ring or not).
     """
-    m = np.asarray(rate_map, dtype=float)
-    squeeze = m.ndim == 2
-    if squeeze:
-        m = m[None]
-    U, H, W = m.shape
-    n = float(min(H, W)) if n is None else float(n)
-    P = pad or pad_size(H, W)
+    m, squeeze, n, P = _batch_maps(rate_map, n, pad)
     x, ok = _prep(m)
     S = np.abs(sfft.fft2(x, s=(P, P))) ** 2
     out = _peaks_from_spectrum(S, ok, n, P, rel_threshold, ring)

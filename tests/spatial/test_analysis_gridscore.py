@@ -71,7 +71,6 @@ def test_minmax_variant_below_mean_variant():
 
 def test_nan_masking_regression():
     """Holes must score like the valid nodes alone, not like a zero-filled map."""
-    rng = np.random.default_rng(10)
     n = 10
     m = hex_grid_map(n, 4.0, 20.0, (1.0, 1.0))
     holes = np.zeros((n, n), bool)
