@@ -34,6 +34,7 @@ Quick use:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import torch
@@ -42,9 +43,10 @@ import torch.nn.functional as F
 
 from .attention import Keys, TEMtAttention, zscore
 from .landmark import QUERIES, LandmarkCorrection, LandmarkKeys
+from .landmark_loop import DedupStore, landmark_loop, store_keys
 from .memory import MemoryStore, find_duplicates, slot_ids
 from .positions import ACTIVATIONS, METHODS, RESET, TRANSITIONS, RecurrentPositions, wide_transitions
-from .validation import check_index_tensor, check_shape
+from .validation import check_index_tensor, check_shape, raise_if_not_finite
 
 
 @dataclass
@@ -190,8 +192,10 @@ class TEMt(nn.Module):
         state = self.initial_state(B, x.device) if state is None else state
         W = self.positions.transition_matrices()
         world = state.world.unsqueeze(1) + (actions == RESET).long().cumsum(1)        # (B, T)
-        if sequential or self.landmark is not None:
+        if sequential:
             run = self._sequential(x, actions, state, world, W, return_memory_neurons)
+        elif self.landmark is not None:
+            run = self._landmark_fused(x, actions, state, world, W, return_memory_neurons)
         else:
             run = self._parallel(x, actions, state, world, W, return_memory_neurons, method)
         loss, parts = self._losses(x, run, loss_mask)
@@ -219,6 +223,43 @@ class TEMt(nn.Module):
         run = dict(e=e, e_pi=e, z=z, logits=logits, stored=stored)
         if return_memory_neurons:
             run.update(probs=probs, ids=self._key_ids(state, actions, stored))
+        return run
+
+    def _landmark_fused(self, x, actions, state, world, W, return_memory_neurons):
+        """Landmark correction: the sequential part (path integration, correction, de-duplication) in one fused
+        loop with a hand-written backward (landmark_loop.py), then both prediction reads in one masked attention
+        (each reads only memories stored strictly earlier, which the loop has all produced)."""
+        B, T = x.shape
+        mem, lm, c = state.memory, self.landmark, self.config
+        product = lm.query == "product"
+        need_keys = product or c.dedup_threshold is not None
+        same_world = world == state.world.unsqueeze(1)                                   # (B, T) store readable
+        gram = lm.W_l.weight @ lm.W_l.weight.t() / math.sqrt(lm.key_dim)                # (n_x, n_x)
+        dtype = W.dtype
+        mem_zn = F.normalize(mem.z, dim=-1).to(dtype) if need_keys else mem.z[:, :, :0].to(dtype)
+        store = store_keys(mem.e.to(dtype), mem_zn if product else mem_zn[:, :, :0], mem.x, mem.valid, same_world,
+                           c.n_stimuli, grouped=not product)
+        dedup_store = None if c.dedup_threshold is None else \
+            DedupStore(mem_zn, mem.x, mem.valid & same_world.any(1, keepdim=True))
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            e_pi, e, gate, stored = landmark_loop(
+                state.e.to(dtype), W, self.positions.e_init, gram, lm.gate.weight, lm.gate.bias, actions, x, world,
+                store, dedup_store, self.positions.activation, self.positions.bound, product, c.dedup_threshold)
+        if self.positions.check_finite:
+            raise_if_not_finite("positions e", e, hint=self.positions._stability_hint())
+        z = zscore(e)
+        # both reads at once: queries [LN(e_pi); LN(e)] (B, 2T, E) over the same keys
+        rows2 = torch.cat([same_world, same_world], 1)
+        earlier = torch.ones(T, T, dtype=torch.bool, device=x.device).tril(-1)          # key tau < query t
+        chunk_mask = earlier & stored.unsqueeze(1) & (world.unsqueeze(1) == world.unsqueeze(2))   # (B, T, T)
+        keys = [Keys(mem.z, mem.x, mem.valid.unsqueeze(1), rows=rows2),
+                Keys(z, x, torch.cat([chunk_mask, chunk_mask], 1))]
+        logits, probs = self.attention(torch.cat([zscore(e_pi), z], 1), keys, need_weights=return_memory_neurons,
+                                       backend=self.attention_backend)
+        run = dict(e=e, e_pi=e_pi, z=z, logits=logits[:, :T], logits_corrected=logits[:, T:], gate=gate,
+                   stored=stored)
+        if return_memory_neurons:
+            run.update(probs=probs[:, :T], ids=self._key_ids(state, actions, stored))
         return run
 
     def _sequential(self, x, actions, state, world, W, return_memory_neurons):

@@ -1,0 +1,319 @@
+"""Landmark correction at the parallel path's speed: the sequential part of TEM-t as one fused loop.
+
+With landmark correction each step's position depends on the corrections before it (the corrected e_{t-1} is
+path-integrated into e_pi_t, and the correction of step t reads the corrected positions stored before it), so the
+chunk must be walked one step at a time. Everything else is not sequential and is taken out of the loop:
+
+    in the loop (this module)            e_pi_t = sigma(e_{t-1} W_{a_t})        (e_init on RESET)
+                                         landmark retrieval over [stored memories; this chunk's so far]
+                                         e_t = e_pi_t + f_t * (e_ret_t - e_pi_t)
+                                         de-duplication of (e_t, x_t) (no gradient)
+    after the loop (TEMt, one call)      both prediction reads, from e_pi and from e, as one masked attention:
+                                         they read only memories stored strictly earlier, so they need nothing
+                                         that the loop has not already produced
+
+The loop is a custom autograd.Function with a hand-written backward (as `_FusedRecurrence` is for the recurrence
+alone): an autograd graph of T x ~40 tiny ops costs far more than the arithmetic. Buffers are preallocated: the
+keys (unit-norm z-scored positions, for the product query and de-duplication) and values (positions) of the
+stored memories and of the chunk live in one (B, M + T, E) array each, the chunk's entry t written at step t;
+per-step outputs are time-major (T, B, .) so that each step's slice is contiguous. Per step t, with K = M + T:
+
+    S[t]    = gram[x_t, x_k]                     stimulus similarity, all steps at once before the loop
+    c_k     = zn_k . u_t,   u_t = normalize(LN(e_pi_t))                       (query 'product' only)
+    s_k     = S[t]_k * (1 + c_k) / 2   ('product')    or   S[t]_k   ('stimulus')
+    w       = softmax_k(log(n_t) s_k) over the readable keys k (stored in the same world, strictly earlier)
+    e_ret   = w @ values ;  conf = logsumexp(log(n_t) s) - log(n_t)   (0 when nothing is readable)
+    f       = sigmoid([e_ret, e_pi, conf] G^T + b) * anything_readable
+    e_t     = e_pi + f * (e_ret - e_pi)
+
+Backward walks the steps in reverse and accumulates the gradient that later steps send to a chunk memory (through
+its value e_k and its key zn_k) in (B, T, E) buffers, so step t's total gradient is complete when it is reached.
+The weight gradients (transitions, gate, stimulus Gram matrix) are reduced once after the loop.
+
+`TEMt._sequential` is the plain reference; tests/core/test_landmark_loop.py checks this path against it in float64
+(outputs, losses, gradients; both queries, with and without de-duplication, across chunks and world resets).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from .positions import RESET, _activate_into, _activation_grad, _columns, wide_transitions
+
+_LN_EPS = 1e-5          # zscore()'s layer-norm epsilon
+_NORM_EPS = 1e-12       # F.normalize's
+
+
+def _zscore_unit(e: torch.Tensor):
+    """zn = normalize(LN(e)) over the last axis, with what the backward needs: z = LN(e), 1/sigma, ||z||."""
+    mu = e.mean(-1, keepdim=True)
+    xc = e - mu
+    rstd = torch.rsqrt(xc.square().mean(-1, keepdim=True) + _LN_EPS)
+    z = xc * rstd
+    norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp(min=_NORM_EPS)
+    return z / norm, z, rstd, norm
+
+
+def _zscore_unit_backward(d_zn: torch.Tensor, z: torch.Tensor, rstd: torch.Tensor, norm: torch.Tensor):
+    """Gradient on e of zn = normalize(LN(e)), given d_zn (the layer norm has fixed weights)."""
+    zn = z / norm
+    d_z = (d_zn - zn * (zn * d_zn).sum(-1, keepdim=True)) / norm
+    return rstd * (d_z - d_z.mean(-1, keepdim=True) - z * (d_z * z).mean(-1, keepdim=True))
+
+
+class StoreKeys(NamedTuple):
+    """What landmark retrieval reads of the memories stored before the chunk (detached), M' entries per slot.
+
+    An entry is one memory, or (query 'stimulus', whose scores depend only on the stimulus) all memories of one
+    stimulus at once: sum_{k: x_k = s} exp(score_s) e_k = exp(score_s + log count_s) mean_s, so n_x entries stand
+    for any number of memories exactly (`store_keys` builds them).
+        e (B, M', E) positions (or group means); zn (B, M', E) unit-norm z-scores (product query; else (B, M', 0));
+        x (B, M') stimuli; count (B, M') memories per entry (0: empty); readable (T, B, M') bool per step
+    """
+    e: torch.Tensor
+    zn: torch.Tensor
+    x: torch.Tensor
+    count: torch.Tensor
+    readable: torch.Tensor
+
+
+class DedupStore(NamedTuple):
+    """The stored memories de-duplication compares with: zn (B, M, E), x (B, M), readable (B, M) by some step."""
+    zn: torch.Tensor
+    x: torch.Tensor
+    readable: torch.Tensor
+
+
+def store_keys(e, zn, x, valid, same_world, n_x: int, grouped: bool) -> StoreKeys:
+    """StoreKeys for memories e, zn (B, M, E), x, valid (B, M); same_world (B, T): step t may read the store.
+    grouped: one entry per stimulus (exact for the 'stimulus' query only)."""
+    if not grouped:
+        return StoreKeys(e, zn, x, valid.long(), valid.unsqueeze(0) & same_world.t().unsqueeze(-1))
+    B, M, E = e.shape
+    w = valid.to(e.dtype)
+    count = torch.zeros(B, n_x, dtype=e.dtype, device=e.device).scatter_add_(1, x, w)          # (B, n_x)
+    sums = e.new_zeros(B, n_x, E).scatter_add_(1, x.unsqueeze(-1).expand(B, M, E), e * w.unsqueeze(-1))
+    means = sums / count.clamp(min=1).unsqueeze(-1)
+    groups = torch.arange(n_x, device=e.device).expand(B, n_x)
+    nonempty = count > 0
+    return StoreKeys(means, e.new_zeros(B, n_x, 0), groups, count.long(),
+                     nonempty.unsqueeze(0) & same_world.t().unsqueeze(-1))
+
+
+class _LandmarkLoop(torch.autograd.Function):
+    """Inputs (B batch slots, T steps, E units, M' store entries, K = M' + T keys):
+
+        e0 (B, E), W (A, E, E), e_init (E,), gram (n_x, n_x), gate_w (E, 2E+1), gate_b (E,)   differentiable
+        actions, x, world (B, T); store: StoreKeys; dedup_store: DedupStore or None
+        activation, bound, product (bool), dedup (threshold or None)
+    Outputs (time-major): e_pi, e, f (T, B, E) and stored (T, B) bool.
+
+    Layouts are chosen for the per-step reads, which are matrix-vector products bound by memory bandwidth: a row
+    vector times a (B, E, K) matrix is ~10x faster on a CPU than a (B, K, E) matrix times a column vector, so the
+    keys are kept as (B, E, K) and the values as (B, K, E), and the backward makes the two transposed copies once.
+    """
+
+    @staticmethod
+    def forward(ctx, e0, W, e_init, gram, gate_w, gate_b, actions, x, world, store, dedup_store,
+                activation, bound, product, dedup):
+        B, T = actions.shape
+        E = W.shape[-1]
+        M = store.e.shape[1]
+        K = M + T
+        n_x = gram.shape[0]
+        wide = wide_transitions(W)                                          # (E, A*E)
+        cols = _columns(actions, E)                                         # (T, B, E)
+        reset = (actions == RESET).t()                                      # (T, B)
+        reset_steps = reset.any(1).tolist()                                 # one host sync per chunk
+        x_t, world_t = x.t(), world.t()                                     # (T, B)
+        earlier = torch.ones(T, T, dtype=torch.bool, device=x.device).tril(-1)          # [t, tau]: tau < t
+        static = torch.cat([store.readable, earlier.unsqueeze(1) & (world_t.unsqueeze(-1) == world.unsqueeze(0))],
+                           -1)                                              # (T, B, K) readable if stored
+        count = torch.cat([store.count, torch.ones_like(x)], 1)            # (B, K) memories per key
+        log_count = torch.log(count.clamp(min=1).to(e0.dtype))             # (B, K) 0 for single memories
+        # stimulus similarity of every step to every key, once: S[t, b, k] = gram[x_bt, key_x_bk]
+        gram_index = x_t.unsqueeze(-1) * n_x + torch.cat([store.x, x], 1).unsqueeze(0)      # (T, B, K)
+        S = gram.reshape(-1)[gram_index]                                    # (T, B, K)
+        values = e0.new_zeros(B, K, E)                                      # positions of the keys
+        values[:, :M] = store.e
+        need_keys = product or dedup is not None
+        keys_t = None                                                       # unit-norm z-scores, (B, E, K)
+        if need_keys:
+            keys_t = e0.new_zeros(B, E, K)
+            if product:
+                keys_t[:, :, :M] = store.zn.transpose(1, 2)
+        if dedup is None:                       # nothing changes which keys are readable: all steps at once
+            n_all = (static * count).sum(-1, keepdim=True)                  # (T, B, 1)
+            any_all = (n_all > 0).to(e0.dtype)
+            L_all = torch.log(n_all.clamp(min=1).to(e0.dtype))
+        else:
+            stored_keys = torch.ones(B, K, dtype=torch.bool, device=e0.device)   # chunk entries set as we go
+            L_all, any_all = e0.new_empty(T, B, 1), e0.new_empty(T, B, 1)
+            groups = _StimulusGroups(dedup_store.zn, dedup_store.x, dedup_store.readable, n_x)
+            same_x_chunk = x.unsqueeze(0) == x_t.unsqueeze(-1)                           # (T, B, T)
+            store_readable_t = store.readable.any(-1)                                    # (T, B)
+
+        h_all, e_pi_all, e_all, f_all = (e0.new_empty(T, B, E) for _ in range(4))
+        gin = e0.new_empty(T, B, 2 * E + 1)                                 # gate inputs [e_ret, e_pi, conf]
+        w_all = e0.new_empty(T, B, K)                                       # retrieval weights
+        c_all = e0.new_empty(T, B, K) if product else None                  # position similarity (product)
+        stored = torch.ones(T, B, dtype=torch.bool, device=e0.device)
+        blocked = torch.finfo(e0.dtype).min / 2
+        e = e0
+        for t in range(T):
+            # path integration from the corrected previous position
+            torch.gather(torch.mm(e, wide), 1, cols[t], out=h_all[t])
+            e_pi = e_pi_all[t]
+            _activate_into(h_all[t], e_pi, activation, bound)
+            if reset_steps[t]:
+                e_pi.copy_(torch.where(reset[t, :, None], e_init, e_pi))
+            # which keys this step may read, and how many
+            if dedup is None:
+                mask, L, anything = static[t], L_all[t], any_all[t]
+            else:
+                mask = static[t] & stored_keys                              # (B, K)
+                n = (mask * count).sum(-1, keepdim=True)                    # (B, 1)
+                anything = any_all[t].copy_(n > 0)
+                L = torch.log(n.clamp(min=1).to(e0.dtype), out=L_all[t])
+            # retrieval
+            if product:
+                u = F.normalize(F.layer_norm(e_pi, (E,), eps=_LN_EPS), dim=-1, eps=_NORM_EPS)
+                c = torch.bmm(u.unsqueeze(1), keys_t, out=c_all[t].unsqueeze(1)).squeeze(1)     # (B, K)
+                s = S[t] * (1 + c) * 0.5
+            else:
+                s = S[t]
+            scores = torch.addcmul(log_count, s, L).masked_fill_(~mask, blocked)
+            w = torch.softmax(scores, -1, out=w_all[t]).mul_(anything)     # zero rows: nothing readable
+            e_ret = torch.bmm(w.unsqueeze(1), values).squeeze(1)            # (B, E)
+            gin[t, :, :E] = e_ret
+            gin[t, :, E:2 * E] = e_pi
+            gin[t, :, 2 * E:] = (torch.logsumexp(scores, -1, keepdim=True) - L) * anything   # confidence
+            f = torch.sigmoid(torch.addmm(gate_b, gin[t], gate_w.t()), out=f_all[t]).mul_(anything)
+            e = torch.addcmul(e_pi, f, e_ret - e_pi, out=e_all[t])
+            # store the memory: its value, its key, and whether it repeats a stored conjunction
+            values[:, M + t] = e
+            if need_keys:
+                zn = F.normalize(F.layer_norm(e, (E,), eps=_LN_EPS), dim=-1, eps=_NORM_EPS)
+                keys_t[:, :, M + t] = zn
+                if dedup is not None:
+                    cos = torch.bmm(zn.unsqueeze(1), keys_t[:, :, M:]).squeeze(1)            # (B, T) chunk
+                    repeat = ((cos > dedup) & same_x_chunk[t] & mask[:, M:]).any(-1)
+                    repeat |= groups.repeats(zn, x_t[t], dedup, store_readable_t[t])
+                    stored[t] = ~repeat
+                    stored_keys[:, M + t] = stored[t]
+        ctx.save_for_backward(e0, W, e_init, gate_w, actions, h_all, e_all, e_pi_all, f_all, gin, w_all, L_all,
+                              S, gram_index, values, keys_t, c_all)
+        ctx.activation, ctx.bound, ctx.product, ctx.n_x, ctx.M = activation, bound, product, n_x, M
+        ctx.mark_non_differentiable(stored)
+        return e_pi_all, e_all, f_all, stored
+
+    @staticmethod
+    def backward(ctx, g_epi, g_e, g_f, _g_stored):
+        (e0, W, e_init, gate_w, actions, h_all, e_all, e_pi_all, f_all, gin, w_all, L_all, S, gram_index, values,
+         keys_t, c_all) = ctx.saved_tensors
+        product, M = ctx.product, ctx.M
+        T, B, E = e_all.shape
+        A = W.shape[0]
+        g_epi = torch.zeros_like(e_all) if g_epi is None else g_epi
+        g_e = torch.zeros_like(e_all) if g_e is None else g_e
+        g_f = torch.zeros_like(e_all) if g_f is None else g_f
+        reset = (actions == RESET).t()
+        reset_steps = reset.any(1).tolist()
+        cols = _columns(actions, E)
+        wide_t = wide_transitions(W.transpose(1, 2))
+        dsig = _activation_grad(h_all, ctx.activation, ctx.bound).masked_fill_(reset.unsqueeze(-1), 0.0)
+        values_t = values.transpose(1, 2).contiguous()                      # (B, E, K) for d_w
+        if product:
+            keys = keys_t.transpose(1, 2).contiguous()                      # (B, K, E) for d_u
+            u_all, zpi, rpi, npi = _zscore_unit(e_pi_all)                   # all steps at once
+            _, ze, re, ne = _zscore_unit(e_all)
+        d_values = e0.new_zeros(B, T, E)            # gradient later steps send to chunk memory tau's value e_tau
+        d_keys = e0.new_zeros(B, T, E) if product else None     # ... and to its key zn_tau
+        dS = torch.zeros_like(S)
+        d_pre_all = torch.empty_like(e_all)
+        dh_all = torch.empty_like(h_all)
+        d_init = torch.zeros_like(e_init)
+        de = torch.zeros_like(e0)                   # gradient on e_t from step t+1's path integration
+        for t in range(T - 1, -1, -1):
+            g = de + g_e[t] + d_values[:, t]
+            if product:
+                g = g + _zscore_unit_backward(d_keys[:, t], ze[t], re[t], ne[t])
+            f, e_pi, e_ret = f_all[t], e_pi_all[t], gin[t, :, :E]
+            d_f = g * (e_ret - e_pi) + g_f[t]
+            d_pre = torch.mul(d_f * f, 1 - f, out=d_pre_all[t])   # f = sigmoid(pre) if anything readable, else 0
+            d_gin = d_pre @ gate_w                  # (B, 2E+1)
+            d_ret = g * f + d_gin[:, :E]
+            d_pi = g * (1 - f) + g_epi[t] + d_gin[:, E:2 * E]
+            # e_ret = w @ values; conf = logsumexp(scores) - log n, and d conf / d scores = w
+            w = w_all[t]
+            d_w = torch.bmm(d_ret.unsqueeze(1), values_t).squeeze(1)                 # (B, K)
+            d_values[:, :t] += w[:, M:M + t, None] * d_ret.unsqueeze(1)
+            d_scores = w * (d_w - (w * d_w).sum(-1, keepdim=True) + d_gin[:, 2 * E:])
+            d_s = d_scores * L_all[t]
+            if product:
+                c = c_all[t]
+                torch.mul(d_s, (1 + c) * 0.5, out=dS[t])
+                d_c = d_s * S[t] * 0.5                                                # (B, K)
+                d_u = torch.bmm(d_c.unsqueeze(1), keys).squeeze(1)                   # (B, E)
+                d_keys[:, :t] += d_c[:, M:M + t, None] * u_all[t].unsqueeze(1)
+                d_pi = d_pi + _zscore_unit_backward(d_u, zpi[t], rpi[t], npi[t])
+            else:
+                dS[t] = d_s
+            # back through the path integration
+            if reset_steps[t]:
+                d_init = d_init + (d_pi * reset[t, :, None]).sum(0)
+            torch.mul(d_pi, dsig[t], out=dh_all[t])
+            de = torch.mm(dh_all[t], wide_t).gather(1, cols[t])
+        dW = None
+        if ctx.needs_input_grad[1]:
+            prev = torch.cat([e0.unsqueeze(0), e_all[:-1]], 0).reshape(T * B, E)
+            flat = actions.t().clamp(min=0).reshape(-1)
+            order = torch.argsort(flat)
+            counts = torch.bincount(flat, minlength=A).tolist()
+            prev_sorted = prev[order].split(counts)
+            dh_sorted = dh_all.reshape(T * B, E)[order].split(counts)
+            dW = torch.stack([p.t().mm(d) for p, d in zip(prev_sorted, dh_sorted)])
+        n_x = ctx.n_x
+        d_gram = dS.new_zeros(n_x * n_x).index_add_(0, gram_index.reshape(-1), dS.reshape(-1)).view(n_x, n_x)
+        d_pre_flat = d_pre_all.reshape(T * B, E)
+        d_gate_w = d_pre_flat.t().mm(gin.reshape(T * B, 2 * E + 1))
+        d_gate_b = d_pre_flat.sum(0)
+        return (de, dW, d_init, d_gram, d_gate_w, d_gate_b) + (None,) * 9
+
+
+class _StimulusGroups:
+    """The stored memories' keys grouped by stimulus, for de-duplication: a step can only repeat a stored memory
+    with its own stimulus, so it is compared with that group (about M / n_x keys) instead of all M.
+
+    zn (B, M, E) unit-norm keys, x (B, M) stimuli, readable (B, M) memories any step of the chunk may read.
+    """
+
+    def __init__(self, zn: torch.Tensor, x: torch.Tensor, readable: torch.Tensor, n_x: int):
+        B, M, E = zn.shape
+        onehot = torch.zeros(B, M, n_x, dtype=torch.long, device=zn.device)
+        onehot.scatter_(2, x.unsqueeze(-1), readable.long().unsqueeze(-1))
+        rank = (onehot.cumsum(1) - 1).gather(2, x.unsqueeze(-1)).squeeze(-1)       # place within its group
+        G = max(int(onehot.sum(1).max()), 1) if M else 1
+        self.keys = zn.new_zeros(B, n_x, G, E)
+        self.valid = torch.zeros(B, n_x, G, dtype=torch.bool, device=zn.device)
+        b, m = readable.nonzero(as_tuple=True)
+        self.keys[b, x[b, m], rank[b, m]] = zn[b, m]
+        self.valid[b, x[b, m], rank[b, m]] = True
+        self.rows = torch.arange(B, device=zn.device)
+
+    def repeats(self, zn: torch.Tensor, x: torch.Tensor, threshold: float, readable: torch.Tensor) -> torch.Tensor:
+        """(B,) the step's (zn, x) repeats a stored memory; readable (B,): the slot may read its store."""
+        keys = self.keys[self.rows, x]                                     # (B, G, E)
+        cos = torch.bmm(keys, zn.unsqueeze(-1)).squeeze(-1)                # (B, G)
+        return ((cos > threshold) & self.valid[self.rows, x]).any(-1) & readable
+
+
+def landmark_loop(e0, W, e_init, gram, gate_w, gate_b, actions, x, world, store: StoreKeys,
+                  dedup_store: DedupStore | None, activation: str, bound: float | None, product: bool,
+                  dedup: float | None):
+    """Run `_LandmarkLoop` (see the module docstring); returns e_pi, e, f as (B, T, E) and stored (B, T)."""
+    e_pi, e, f, stored = _LandmarkLoop.apply(e0, W, e_init, gram, gate_w, gate_b, actions, x, world, store,
+                                             dedup_store, activation, bound, product, dedup)
+    return e_pi.transpose(0, 1), e.transpose(0, 1), f.transpose(0, 1), stored.t()
