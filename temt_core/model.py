@@ -10,11 +10,14 @@ predicts x[:, t] (this is the prediction that measures zero-shot inference). The
 landmark correction, x[:, t] retrieves a stored position and a gate pulls e_pi towards it; the (corrected)
 position and the stimulus are stored as a new memory, unless the same conjunction is already stored.
 
-Two execution paths, equal to float tolerance (tests/core/test_model.py):
+Three execution paths, equal to float tolerance (tests/core/test_model.py, tests/core/test_landmark_loop.py):
     parallel    no landmark correction: positions for the whole chunk at once (RecurrentPositions' fused or scan
                 path), then one masked attention over [stored memories; this chunk's memories]
-    sequential  one step at a time; needed for landmark correction (each correction reads memories written by
-                the corrections before it) and used as the plain reference the parallel path is tested against
+    landmark    with landmark correction: path integration, correction and de-duplication in one fused loop with
+                a hand-written backward (landmark_loop.py), then both prediction reads (from e_pi and from the
+                corrected e) as one masked attention, since each reads only memories stored strictly earlier
+    sequential  one step at a time, written plainly (`sequential=True`): the reference both fast paths are
+                tested against
 
 Losses (TEM's set; parts are returned unweighted, `loss` is the weighted sum):
     x_pi      cross-entropy of the prediction from the path-integrated position   (on loss_mask steps)
@@ -185,7 +188,7 @@ class TEMt(nn.Module):
         state:     from the previous chunk's output (None: fresh worlds everywhere)
         loss_mask: (B, T) which steps count in the prediction losses (spatial: arrivals at visited nodes)
         return_memory_neurons: also return the softmax over memories (B, T, K) and the memory ids
-        sequential: force the step-by-step path (always used with landmark correction)
+        sequential: use the plain step-by-step reference path instead of the fast ones
         method:    recurrence path for the parallel mode (None: config.recurrence)
         """
         B, T = self._check_inputs(x, actions, state, loss_mask)

@@ -1,0 +1,125 @@
+"""Training speed of TEM-t with landmark correction against the parallel path and an honest eager baseline.
+
+    python benchmarks/landmark_speed.py                 # CPU, one thread, prints JSON
+    python benchmarks/landmark_speed.py --device cuda
+
+Reference config (as benchmarks/core_speed.py): batch 16, chunks of 75 steps, e = 128, n_x = 45, memory 0..1,000
+per slot (walks of 1,000, out of phase), de-duplication off. Every arm first fills its memory to the steady state
+without gradients (warm-up), then times full training steps (forward + backward + Adam); medians, all arms in the
+same run, so the ratios are comparable on a shared machine.
+
+    parallel          TEM-t without landmark correction, the fast parallel path
+    eager             benchmarks/eager_baseline.py: the straightforward implementation (target: parallel >= 10x it)
+    landmark/QUERY    landmark correction, fused loop (temt_core/landmark_loop.py) (target: >= 0.5x parallel)
+    landmark_seq      landmark correction, the step-by-step reference path (TEMt(sequential=True))
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+
+from core_speed import synthetic_stream
+from eager_baseline import EagerTEMt
+from temt_core.model import TEMt, TEMtConfig
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_arm(step, chunks, warmup: int, device) -> dict:
+    """step(x, a, state, train: bool) -> state. Warm-up chunks fill the memory without gradients."""
+    state, times = None, []
+    for i, (x, a) in enumerate(chunks):
+        x, a = x.to(device), a.to(device)
+        if i < warmup:
+            with torch.no_grad():
+                state = step(x, a, state, False)
+            continue
+        _sync(device)
+        t0 = time.perf_counter()
+        state = step(x, a, state, True)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    B, T = chunks[0][0].shape
+    sec = statistics.median(times)
+    return {"sec_per_step": sec, "steps_per_s": 1 / sec, "walk_steps_per_s": B * T / sec, "timed_steps": len(times)}
+
+
+def temt_step(model, sequential=False):
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step(x, a, state, train):
+        out = model(x, a, state, sequential=sequential)
+        if train:
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            opt.step()
+        return out.state
+    return step
+
+
+def eager_step(model):
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step(x, a, state, train):
+        loss, state = model(x, a, state)
+        if train:
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return state
+    return step
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--warmup", type=int, default=14, help="chunks that fill the memory before timing")
+    p.add_argument("--chunks", type=int, default=12, help="timed chunks per fast arm")
+    p.add_argument("--slow-chunks", type=int, default=4, help="timed chunks for the eager and sequential arms")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    base = dict(n_actions=5, n_stimuli=45, pos_dim=128, dedup_threshold=None, transition_init_std=0.3)
+    arms = {"parallel": (dict(), False), "landmark/stimulus": (dict(landmark="stimulus"), False),
+            "landmark/product": (dict(landmark="product"), False),
+            "landmark/product_dedup0.95": (dict(landmark="product", dedup_threshold=0.95), False),
+            "landmark_seq/product": (dict(landmark="product"), True)}
+    result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+              "threads": args.threads, "torch": torch.__version__,
+              "config": f"batch {args.batch} x 75 steps, e=128, n_x=45, memory 0..1000 per slot, dedup off "
+                        "(except where named)", "runs": {}}
+    for name, (kw, sequential) in arms.items():
+        torch.manual_seed(0)
+        model = TEMt(TEMtConfig(**{**base, **kw})).to(device)
+        n = args.slow_chunks if sequential else args.chunks
+        result["runs"][name] = time_arm(temt_step(model, sequential),
+                                        synthetic_stream(args.batch, 75, args.warmup + n, 1000, 5, 45),
+                                        args.warmup, device)
+    if device.type == "cpu":        # the baseline is written for the CPU (no device handling)
+        torch.manual_seed(0)
+        result["runs"]["eager"] = time_arm(eager_step(EagerTEMt()),
+                                           synthetic_stream(args.batch, 75, args.warmup + args.slow_chunks, 1000,
+                                                            5, 45), args.warmup, device)
+    r = {k: v["walk_steps_per_s"] for k, v in result["runs"].items()}
+    result["ratios"] = {
+        "parallel_over_eager": r["parallel"] / r["eager"] if "eager" in r else None,
+        "landmark_stimulus_over_parallel": r["landmark/stimulus"] / r["parallel"],
+        "landmark_product_over_parallel": r["landmark/product"] / r["parallel"],
+        "landmark_product_fused_over_sequential": r["landmark/product"] / r["landmark_seq/product"],
+        "landmark_product_fused_over_eager": r["landmark/product"] / r["eager"] if "eager" in r else None,
+    }
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
