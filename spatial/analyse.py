@@ -12,7 +12,8 @@ memory, identified by its storage order):
     memory neurons   Skaggs information, sparsity, number of fields, the paper's place metric
 Across the first two worlds (same shape): per-cell rate-map correlation, preserved pair structure for grid cells
 and for memory neurons, and gridAtPlace. Scores are computed per world and averaged over worlds, never on
-averaged maps (grids realign between worlds).
+averaged maps (grids realign between worlds). The diagnostics of spatial.diagnostics (accuracy by walk length and
+coverage, drift, transition consistency, saturation, locations per unit, side lobes) are computed on the same walks.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from .analysis import (as_geometry, classify_band_cells, classify_grid_cells, pl
                        rate_maps, sparsity, spatial_information, translation_invariance)
 from .analysis.remapping import cell_correlations, grid_at_place, pair_structure
 from .config import SpatialConfig
+from .diagnostics import diagnose
 from .rollout import Rollout, run_rollout
 from .worlds import make_world
 
@@ -98,7 +100,7 @@ def analyse_model(model: TEMt, config: SpatialConfig, cfg: AnalysisConfig, devic
     worlds = [make_world(config.walks.kind, s) for s in cfg.sizes]
     r = run_rollout(model, config.walks, len(worlds), cfg.steps, cfg.seed, config.train.chunk_length,
                     record_positions=True, record_memory_neurons=True, device=device, worlds=worlds,
-                    max_memory_neurons=cfg.max_memory_neurons)
+                    max_memory_neurons=cfg.max_memory_neurons, record_side_lobe=True)
     per_world, summary = [], []
     for b, world in enumerate(worlds):
         act, nodes = r.positions[b], r.nodes[b]
@@ -134,9 +136,13 @@ def analyse_model(model: TEMt, config: SpatialConfig, cfg: AnalysisConfig, devic
             "memory_sparsity_median": _nanq(mem["sparsity"], 0.5),
         })
     remap = _remapping(per_world, cfg) if len(worlds) > 1 and worlds[0].n_nodes == worlds[1].n_nodes else {}
-    from .metrics import accuracy_summary
+    from .metrics import accuracy_by_coverage, accuracy_summary
     acc = accuracy_summary(r.correct, r.revisit, r.new_edge, r.edge_seen, r.actions, r.n_stimuli)
-    metrics = {"accuracy": acc, "worlds": summary,
+    metrics = {"accuracy": acc,
+               "accuracy_by_coverage": accuracy_by_coverage(r.correct, r.revisit, r.edge_seen, r.actions,
+                                                            r.n_visited, r.n_nodes, r.n_stimuli, new_edge=r.new_edge),
+               "diagnostics": diagnose(r, model),
+               "worlds": summary,
                "mean_over_worlds": {k: float(np.nanmean([s[k] for s in summary])) for k in summary[0]
                                     if isinstance(summary[0][k], (int, float))},
                "remapping": {k: v for k, v in remap.items() if not k.startswith("_")}}

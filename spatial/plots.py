@@ -18,7 +18,7 @@ from spatial.analysis.autocorr import autocorrelogram
 from spatial.analysis.ratemaps import to_grid
 
 __all__ = ["new_figure", "plot_rate_maps", "plot_score_histogram", "plot_remapping",
-           "plot_hex_map"]
+           "plot_hex_map", "plot_drift_by_lag", "plot_accuracy_by_length", "plot_norm_by_quarter"]
 
 NAN_COLOUR = "0.6"
 
@@ -207,4 +207,66 @@ def plot_hex_map(values, coords, cmap="viridis", vmin=None, vmax=None, title=Non
         ax.set_title(title, fontsize=8)
     if colorbar:
         fig.colorbar(pc, ax=ax)
+    return fig, ax
+
+
+def _single_axes(fig, ax, figsize):
+    if ax is None:
+        fig = fig or new_figure(figsize)
+        ax = fig.add_subplot(1, 1, 1)
+    return ax.figure, ax
+
+
+def plot_drift_by_lag(rows, label=None, fig=None, ax=None):
+    """Drift of the code: mean cosine(e at a revisit, e at the node's first visit) against the lag (steps since
+    that first visit), one point per non-empty lag bin at the bin's mean lag, log lag axis.
+
+    ``rows``: :func:`spatial.diagnostics.bin_by_lag` rows (``lag_mean``, ``cos``, ``n``). Call again on the
+    same ``ax`` with another ``label`` to compare rollouts. A code that returns to where it was stays at 1.
+    """
+    fig, ax = _single_axes(fig, ax, (4.5, 3.2))
+    used = [r for r in rows if r["n"]]
+    ax.plot([r["lag_mean"] for r in used], [r["cos"] for r in used], "o-", label=label)
+    ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("lag (steps since the first visit)")
+    ax.set_ylabel("cosine(e now, e at first visit)")
+    if label is not None:
+        ax.legend(fontsize=6)
+    return fig, ax
+
+
+def plot_accuracy_by_length(by_length, fig=None, ax=None):
+    """Accuracy on the first L steps of the walks (all steps, revisits, zero-shot) with the node agent (upper
+    bound) and the edge agent (lower bound) on all steps, against L.
+
+    ``by_length``: :func:`spatial.diagnostics.accuracy_by_length` (``{"L200": {"steps", "acc", ...}}``).
+    Short walks show how fast a world is inferred; the drop (or not) at long lengths shows stability.
+    """
+    fig, ax = _single_axes(fig, ax, (4.5, 3.2))
+    rows = sorted(by_length.values(), key=lambda r: r["steps"])
+    L = [r["steps"] for r in rows]
+    for key, style, label in (("acc", "o-", "TEM-t, all steps"), ("acc_revisit", "s-", "TEM-t, revisits"),
+                              ("acc_zero_shot", "^-", "TEM-t, zero-shot"), ("node_agent", "k--", "node agent"),
+                              ("edge_agent", "k:", "edge agent")):
+        ax.plot(L, [r[key] for r in rows], style, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("walk length L (first L steps)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=6)
+    return fig, ax
+
+
+def plot_norm_by_quarter(norms, label=None, fig=None, ax=None):
+    """Mean ||e|| in each quarter of the walk (:func:`spatial.diagnostics.norm_by_quarter`): a code that grows
+    or shrinks along a walk shows a slope. Call again on the same ``ax`` to compare rollouts."""
+    fig, ax = _single_axes(fig, ax, (3.5, 3.0))
+    ax.plot(np.arange(1, len(norms) + 1), norms, "o-", label=label)
+    ax.set_xticks(np.arange(1, len(norms) + 1))
+    ax.set_xlabel("quarter of the walk")
+    ax.set_ylabel("mean ||e||")
+    ax.set_ylim(bottom=0)
+    if label is not None:
+        ax.legend(fontsize=6)
     return fig, ax

@@ -43,15 +43,21 @@ def plot_accuracy_curves(log: list[dict], fig=None, ax=None):
 
 
 def plot_accuracy_by_coverage(rows: list[dict], fig=None, ax=None):
-    """Accuracy against the fraction of the world's nodes visited so far: model, node agent, edge agent."""
+    """Accuracy against the fraction of the world's nodes visited so far: model, node agent, edge agent (all
+    steps), and the model on revisits and zero-shot steps where the rows have them (accuracy_by_coverage with
+    new_edge)."""
     if ax is None:
         fig = fig or plots.new_figure((4.5, 3.2))
         ax = fig.add_subplot(1, 1, 1)
-    mid = [(r["coverage_lo"] + r["coverage_hi"]) / 2 for r in rows if r["n"]]
-    for key, style in (("model", "o-"), ("node_agent", "k--"), ("edge_agent", "k:")):
-        ax.plot(mid, [r[key] for r in rows if r["n"]], style, label=key.replace("_", " "))
+    used = [r for r in rows if r["n"]]
+    mid = [(r["coverage_lo"] + r["coverage_hi"]) / 2 for r in used]
+    lines = [("model", "o-", "model"), ("revisit", "s-", "model, revisits"), ("zero_shot", "^-", "model, zero-shot"),
+             ("node_agent", "k--", "node agent"), ("edge_agent", "k:", "edge agent")]
+    for key, style, label in lines:
+        if used and key in used[0]:
+            ax.plot(mid, [r[key] for r in used], style, label=label)
     ax.set_xlabel("fraction of nodes visited")
-    ax.set_ylabel("accuracy (all steps)")
+    ax.set_ylabel("accuracy (agents: all steps)")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=6)
     return ax.figure, ax
@@ -91,6 +97,7 @@ def write_report(analysis: Analysis, out_dir: str | Path, run_dir: str | Path | 
         save(plot_accuracy_by_coverage(final_eval["by_coverage"])[0], "accuracy_by_coverage.png",
              "Accuracy against the fraction of nodes visited (final evaluation), with the node agent (upper "
              "bound) and the edge agent (lower bound).")
+    _diagnostic_figures(analysis.metrics, (final_eval or {}).get("diagnostics"), save)
     pw = analysis.per_world
     w0 = pw[0]
     save(_maps_figure(w0["world"], w0["maps"], w0["grid"]["g60"], "G60"), "rate_maps_g60.png",
@@ -133,10 +140,102 @@ def write_report(analysis: Analysis, out_dir: str | Path, run_dir: str | Path | 
     return out / "report.md"
 
 
+def _diagnostic_figures(metrics: dict, final_diag: dict | None, save) -> None:
+    """Figures of spatial.diagnostics: where a curve says more than a table (drift against lag, accuracy against
+    walk length and coverage, ||e|| along the walk). The final training evaluation is drawn beside the analysis
+    walks where the run has it."""
+    diag = metrics.get("diagnostics")
+    if not diag:
+        return
+    if metrics.get("accuracy_by_coverage"):
+        save(plot_accuracy_by_coverage(metrics["accuracy_by_coverage"])[0], "accuracy_by_coverage_analysis.png",
+             "Accuracy against the fraction of nodes visited on the analysis walks: all steps, revisits and zero-shot "
+             "steps, with the node agent (upper bound) and the edge agent (lower bound) on all steps.")
+    save(plots.plot_accuracy_by_length(diag["accuracy_by_length"])[0], "accuracy_by_length.png",
+         "Accuracy on the first L steps of the analysis walks (one walk, read at several lengths: the model is "
+         "causal), with the node and edge agents.")
+    fig, ax = plots.plot_drift_by_lag(diag["drift_curve"], label="analysis walks")
+    if final_diag and final_diag.get("drift_curve"):
+        plots.plot_drift_by_lag(final_diag["drift_curve"], label="final evaluation", ax=ax)
+    save(fig, "drift.png", "Drift: cosine between the position code at a revisit and at the first visit of the "
+         "same node, against the steps in between (1 = the code came back to where it was).")
+    fig, ax = plots.plot_norm_by_quarter(diag["norm_by_quarter"], label="analysis walks")
+    if final_diag and final_diag.get("norm_by_quarter"):
+        plots.plot_norm_by_quarter(final_diag["norm_by_quarter"], label="final evaluation", ax=ax)
+    save(fig, "e_norm_by_quarter.png", "Mean norm of the position code in each quarter of the walks.")
+
+
 def _fmt(v):
+    if v is None:
+        return "n/a"
     if isinstance(v, float):
         return "n/a" if not np.isfinite(v) else f"{v:.3f}"
     return str(v)
+
+
+def _accuracy_rows(diag: dict, source: str) -> list[str]:
+    rows = [(f"first {a['steps']} steps", a) for a in diag["accuracy_by_length"].values()]
+    split = diag["accuracy_by_coverage_split"]
+    pct = round(100 * split["split"])
+    rows += [(f"coverage < {pct}%", split["before"]), (f"coverage >= {pct}%", split["after"])]
+    return [f"| {source} | {name} | {_fmt(a['acc'])} | {_fmt(a['acc_revisit'])} | {_fmt(a['acc_zero_shot'])} | "
+            f"{_fmt(a['node_agent'])} | {_fmt(a['edge_agent'])} |" for name, a in rows]
+
+
+def _code_rows(diag: dict) -> list[tuple[str, str]]:
+    """(diagnostic, value) rows of one diagnostics dict, in the report's order."""
+    rows = []
+    for r in diag["drift"]:
+        span = f"lag >= {r['lag_lo']}" if r["lag_hi"] is None else \
+            (f"lag < {r['lag_hi']}" if r["lag_lo"] == 0 else f"{r['lag_lo']} <= lag < {r['lag_hi']}")
+        rows.append((f"drift: cosine at revisit vs first visit, {span}", f"{_fmt(r['cos'])} (n={r['n']})"))
+    split = diag["accuracy_by_coverage_split"]
+    rows.append((f"revisits after {round(100 * split['split'])}% coverage (fraction)",
+                 _fmt(split["frac_revisits_after"])))
+    t = diag["transitions"]
+    rows.append(("transitions: inverse error, mean over opposite moves",
+                 _fmt(t["inverse_mean"]) + "".join(f"; {k} {_fmt(v)}" for k, v in t["inverse"].items())))
+    rows.append(("transitions: commutator, mean over move directions", _fmt(t["commutator_mean"])))
+    rows.append(("fraction of e at the clamp", _fmt(diag["saturation"]["frac_at_bound"])))
+    rows.append(("fraction of e at zero", _fmt(diag["saturation"]["frac_at_zero"])))
+    rows.append(("mean norm of e by quarter of the walk", " / ".join(_fmt(v) for v in diag["norm_by_quarter"])))
+    loc = diag["locations"]
+    rows.append(("locations per active unit (nodes per world)",
+                 f"{_fmt(loc['mean'])} ({_fmt(loc['nodes_per_world'])})"))
+    lobe = diag["side_lobe"]
+    rows.append(("attention side-lobe ratio: all queries / revisits",
+                 f"{_fmt(lobe['all'])} / {_fmt(lobe['revisit'])}"))
+    return rows
+
+
+def _diagnostics_section(diag: dict | None, final_eval: dict | None) -> list[str]:
+    if not diag:
+        return []
+    final_diag = (final_eval or {}).get("diagnostics")
+    lines = ["## Diagnostics", "",
+             "What limits the accuracy (spatial/diagnostics.py). Accuracy on the first L steps of each walk and "
+             "before/after 90% of the nodes were visited separates how fast a world is inferred from how well the "
+             "code holds up over a long walk (the model is causal: the first L steps of one walk are a walk of "
+             "length L).", "",
+             "| walks | steps | all | revisits | zero-shot | node agent | edge agent |", "|---|---|---|---|---|---|---|"]
+    lines += _accuracy_rows(diag, "analysis")
+    if final_diag:
+        lines += _accuracy_rows(final_diag, "final evaluation")
+    ours = _code_rows(diag)
+    theirs = dict(_code_rows(final_diag)) if final_diag else {}
+    header = "| diagnostic | analysis walks |" + (f" final evaluation (step {final_eval['step']}) |" if final_diag else "")
+    lines += ["", header, "|---|---|" + ("---|" if final_diag else "")]
+    for name, value in ours:
+        lines.append(f"| {name} | {value} |" + (f" {theirs.get(name, 'n/a')} |" if final_diag else ""))
+    lines += ["", "Drift: cosine between e at a revisit and e at the first visit of the same node (stay moves "
+              "left out), by the steps in between; a path integrator that returns to where it was stays at 1. "
+              "Inverse error: (||W_a W_b - I|| + ||W_b W_a - I||) / (2 ||I||) for opposite moves a, b (Frobenius "
+              "norms); commutator: ||W_i W_j - W_j W_i|| / ||I|| for two move directions; both 0 for a consistent "
+              "integrator. Clamp: |e| >= bound - 1e-6; zero: |e| < 1e-6. Locations per unit: nodes at which a unit's "
+              "mean activity exceeds the middle of its range across nodes, over units with a range. Side-lobe "
+              "ratio: the fraction of the prediction's memory weight on memories stored neither at the true node "
+              "nor at a neighbour of it.", ""]
+    return lines
 
 
 def _markdown(analysis, figures, config, step, acfg, title, final_eval) -> str:
@@ -155,6 +254,7 @@ def _markdown(analysis, figures, config, step, acfg, title, final_eval) -> str:
     if final_eval:
         lines += [f"Final evaluation during training (step {final_eval['step']}): revisits "
                   f"{_fmt(final_eval['acc_revisit'])}, zero-shot {_fmt(final_eval['acc_zero_shot'])}.", ""]
+    lines += _diagnostics_section(m.get("diagnostics"), final_eval)
     keys = ["active_units", "grid_cells", "square_grid_cells", "band_cells", "frac_grid_of_active",
             "frac_square_of_active", "frac_band_of_active", "frac_beat_both_nulls_g60", "frac_beat_both_nulls_g90",
             "g60_median", "g60_p90", "g90_median", "g90_p90", "translation_invariance", "memory_neurons",

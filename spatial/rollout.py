@@ -34,33 +34,54 @@ class Rollout:
     positions: np.ndarray | None = None        # (B, T, E) float32 e used for memory (corrected if landmark)
     memory_neurons: np.ndarray | None = None   # (B, T, S) float32 softmax weight on memory slot s
     memories_at_end: np.ndarray | None = None  # (B,) memories held in the store after the last step
+    stored: np.ndarray | None = None           # (B, T) bool, the step's memory was stored (not a duplicate)
+    side_lobe: np.ndarray | None = None        # (B, T) float32 memory weight on far nodes (see side_lobe_fraction)
+
+    def memory_nodes(self) -> np.ndarray:
+        """(B, S) node at which memory slot s of each slot's world was stored, -1 past the last memory.
+        Slot s is the s-th stored memory of the world (temt_core.memory), and a rollout has one world per slot."""
+        if self.stored is None:
+            raise ValueError("this Rollout has no `stored` record (built by hand?): memory nodes need it")
+        counts = self.stored.sum(1)
+        out = np.full((self.stored.shape[0], int(counts.max()) if counts.size else 0), -1, dtype=np.int64)
+        rows, steps = np.nonzero(self.stored)                 # row-major: each row's stored steps in time order
+        out[rows, np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)] = self.nodes[rows, steps]
+        return out
 
 
 @torch.no_grad()
 def run_rollout(model: TEMt, walks: WalkConfig, n_worlds: int, steps: int, seed: int, chunk_length: int = 75,
                 record_positions: bool = False, record_memory_neurons: bool = False,
                 device: str | torch.device = "cpu", worlds: list | None = None,
-                max_memory_neurons: int = 1024) -> Rollout:
+                max_memory_neurons: int = 1024, record_side_lobe: bool = False) -> Rollout:
     """worlds: slot b walks worlds[b % len(worlds)] (default: random worlds of the walk config).
-    max_memory_neurons: memory neurons (store slots) recorded per world; later memories are not recorded."""
+    max_memory_neurons: memory neurons (store slots) recorded per world; later memories are not recorded.
+    record_side_lobe: keep, per step, the fraction of attention weight on memories stored far from the true node
+    (side_lobe_fraction): one (B, T) number per step, computed chunk by chunk on the model's device, so it costs
+    one scatter over the keys per chunk instead of keeping (B, T, K) memory neurons."""
     stream = WalkStream(replace(walks, walk_length=(steps, steps)), n_worlds, seed=seed, worlds=worlds,
                         fixed=worlds is not None)
     was_training = model.training
     model.eval()
-    chunks, correct, positions, neurons = [], [], [], []
-    state = None
+    chunks, correct, positions, neurons, stored, side = [], [], [], [], [], []
+    state, lobes = None, None
     for lo in range(0, steps, chunk_length):
         chunk = stream.next_chunk(min(chunk_length, steps - lo))
         x = torch.from_numpy(chunk["x"]).to(device)
         a = torch.from_numpy(chunk["actions"]).to(device)
-        out = model(x, a, state, return_memory_neurons=record_memory_neurons)
+        out = model(x, a, state, return_memory_neurons=record_memory_neurons or record_side_lobe)
         state = out.state
         correct.append((out.logits.argmax(-1) == x).cpu().numpy())
+        stored.append(out.stored.cpu().numpy())
         chunks.append(chunk)
         if record_positions:
             positions.append(out.e.float().cpu().numpy())
         if record_memory_neurons:
             neurons.append(_by_slot(out.memory_neurons, out.memory_ids, max_memory_neurons))
+        if record_side_lobe:
+            if lobes is None:     # the slots' worlds are known once their first step (a RESET) has been drawn
+                lobes = _SideLobes([stream.world_pool[int(i)] for i in chunk["world_index"][:, 0]], steps, device)
+            side.append(lobes.record(out, torch.from_numpy(chunk["nodes"]).to(device)))
     model.train(was_training)
     cat = lambda k: np.concatenate([c[k] for c in chunks], 1)
     worlds = [stream.world_pool[int(i)] for i in cat("world_index")[:, 0]]
@@ -70,7 +91,59 @@ def run_rollout(model: TEMt, walks: WalkConfig, n_worlds: int, steps: int, seed:
                    stay_action=worlds[0].stay_action, n_stimuli=walks.n_stimuli, worlds=worlds,
                    positions=np.concatenate(positions, 1) if positions else None,
                    memory_neurons=_concat_slots(neurons) if neurons else None,
-                   memories_at_end=state.memory.valid.sum(1).cpu().numpy())
+                   memories_at_end=state.memory.valid.sum(1).cpu().numpy(),
+                   stored=np.concatenate(stored, 1), side_lobe=np.concatenate(side, 1) if side else None)
+
+
+def side_lobe_fraction(weights: torch.Tensor, key_nodes: torch.Tensor, query_nodes: torch.Tensor,
+                       near: torch.Tensor) -> torch.Tensor:
+    """Fraction of each query's memory weight on memories stored at nodes that are not near its true node.
+
+    weights:     (B, T, K) softmax weights of T queries over K keys (the memory neurons)
+    key_nodes:   (B, K) node at which each key's memory was stored, -1 for keys that are no memory (padding)
+    query_nodes: (B, T) true node of each query step
+    near:        (B, N, N) bool, near[b, n, m]: in slot b's world node m is n itself or a graph neighbour of n
+    returns      (B, T) float: far weight / memory weight, NaN where the query had no memory to read
+    The weights are first summed per node (one scatter over the keys, like the model's own read-out), so the
+    cost is that of the attention's read, not of a (B, T, K) comparison.
+    """
+    B, T, K = weights.shape
+    N = near.shape[-1]
+    column = torch.where(key_nodes >= 0, key_nodes, torch.full_like(key_nodes, N))     # non-memories: spare column
+    per_node = weights.new_zeros(B, T, N + 1).scatter_add_(2, column.unsqueeze(1).expand(B, T, K), weights)
+    per_node = per_node[..., :N]
+    near_rows = near[torch.arange(B, device=near.device).unsqueeze(1), query_nodes]     # (B, T, N)
+    total = per_node.sum(-1)
+    far = per_node.masked_fill(near_rows, 0.0).sum(-1)
+    return torch.where(total > 0, far / total.clamp(min=torch.finfo(total.dtype).tiny),
+                       torch.full_like(total, float("nan")))
+
+
+class _SideLobes:
+    """Tracks, during a rollout, the node at which each memory slot was stored, and gives side_lobe_fraction per
+    chunk. Slot s of a world is its s-th stored memory (temt_core.memory.slot_ids): the table is filled from the
+    model's `stored` flags in step order, before the chunk's queries are scored (they read this chunk's memories
+    too). One world per slot: run_rollout walks each slot's world for the whole rollout."""
+
+    def __init__(self, worlds: list, steps: int, device):
+        n = max(w.n_nodes for w in worlds)
+        near = np.zeros((len(worlds), n, n), dtype=bool)
+        for b, w in enumerate(worlds):
+            near[b, :w.n_nodes, :w.n_nodes] = w.adjacency() | np.eye(w.n_nodes, dtype=bool)
+        self.near = torch.from_numpy(near).to(device)
+        self.slot_nodes = torch.full((len(worlds), steps + 1), -1, dtype=torch.long, device=device)  # +1: spare
+        self.count = torch.zeros(len(worlds), dtype=torch.long, device=device)
+        self.spare = steps
+
+    def record(self, out, nodes: torch.Tensor) -> np.ndarray:
+        s = out.stored.long()
+        slot = torch.where(out.stored, self.count.unsqueeze(1) + s.cumsum(1) - 1, torch.full_like(s, self.spare))
+        self.slot_nodes.scatter_(1, slot, nodes)
+        self.slot_nodes[:, self.spare] = -1
+        self.count += s.sum(1)
+        ids = out.memory_ids
+        key_nodes = torch.where(ids >= 0, self.slot_nodes.gather(1, ids.clamp(min=0)), torch.full_like(ids, -1))
+        return side_lobe_fraction(out.memory_neurons.float(), key_nodes, nodes, self.near).cpu().numpy()
 
 
 def _by_slot(weights: torch.Tensor, ids: torch.Tensor, max_slots: int) -> np.ndarray:

@@ -34,6 +34,7 @@ from temt_core.config import ConfigError, from_dict, save_config, to_dict
 from temt_core.model import TEMt, TEMtState
 
 from .config import SpatialConfig
+from .diagnostics import diagnose, flat_diagnostics
 from .metrics import accuracy_by_coverage, accuracy_summary
 from .rollout import run_rollout
 from .walks import WalkStream
@@ -185,12 +186,18 @@ class Trainer:
                 "grad_norm": float(grad_norm), "correct": correct}
 
     def evaluate(self) -> dict:
+        """Accuracy on fresh worlds, and the diagnostics that explain it (spatial.diagnostics): flat scalar keys
+        (logged to metrics.jsonl) plus the nested `by_coverage` rows and `diagnostics` dict (metrics.json)."""
         e = self.config.eval
         r = run_rollout(self.model, self.config.walks, e.n_worlds, e.steps, e.seed,
-                        chunk_length=self.config.train.chunk_length, device=self.device, worlds=self.worlds)
+                        chunk_length=self.config.train.chunk_length, device=self.device, worlds=self.worlds,
+                        record_positions=True, record_side_lobe=True)
         summary = accuracy_summary(r.correct, r.revisit, r.new_edge, r.edge_seen, r.actions, r.n_stimuli)
         summary["by_coverage"] = accuracy_by_coverage(r.correct, r.revisit, r.edge_seen, r.actions, r.n_visited,
-                                                      r.n_nodes, r.n_stimuli)
+                                                      r.n_nodes, r.n_stimuli, new_edge=r.new_edge)
+        diagnostics = diagnose(r, self.model)
+        summary.update(flat_diagnostics(diagnostics))
+        summary["diagnostics"] = diagnostics
         return summary
 
     def run(self) -> dict:
@@ -215,7 +222,7 @@ class Trainer:
                 window, chunks = [], []
             if self.step % e.every == 0 or self.step == t.steps:
                 final = {"step": self.step, "split": "eval", **self.evaluate()}
-                self.log({k: v for k, v in final.items() if k != "by_coverage"})
+                self.log({k: v for k, v in final.items() if not isinstance(v, (dict, list))})   # scalars only
                 bar.write(f"step {self.step}: eval acc_revisit {final['acc_revisit']:.3f}, zero-shot "
                           f"{final['acc_zero_shot']:.3f} (node agent {final['node_agent']:.3f}, edge agent "
                           f"{final['edge_agent']:.3f}, chance {final['chance']:.3f})")
