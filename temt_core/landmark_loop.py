@@ -118,6 +118,7 @@ class _LandmarkLoop(torch.autograd.Function):
     @staticmethod
     def forward(ctx, e0, W, e_init, gram, gate_w, gate_b, actions, x, world, store, dedup_store,
                 activation, bound, product, dedup):
+        ctx.set_materialize_grads(False)        # outputs the loss does not use (often the gate) get None
         B, T = actions.shape
         E = W.shape[-1]
         M = store.e.shape[1]
@@ -144,15 +145,19 @@ class _LandmarkLoop(torch.autograd.Function):
             keys_t = e0.new_zeros(B, E, K)
             if product:
                 keys_t[:, :, :M] = store.zn.transpose(1, 2)
-        if dedup is None:                       # nothing changes which keys are readable: all steps at once
-            n_all = (static * count).sum(-1, keepdim=True)                  # (T, B, 1)
+        # Readability as an additive score bias (log count where readable, `blocked` elsewhere) and the count n of
+        # readable memories per step, all steps at once; de-duplication later blocks the chunk memories it drops
+        # (their column in later steps, and one off those steps' counts).
+        blocked = torch.finfo(e0.dtype).min / 2
+        bias_all = torch.where(static, log_count.unsqueeze(0), blocked)    # (T, B, K)
+        n_all = (static * count).sum(-1, keepdim=True)                      # (T, B, 1)
+        if dedup is None:
             any_all = (n_all > 0).to(e0.dtype)
             L_all = torch.log(n_all.clamp(min=1).to(e0.dtype))
         else:
-            stored_keys = torch.ones(B, K, dtype=torch.bool, device=e0.device)   # chunk entries set as we go
             L_all, any_all = e0.new_empty(T, B, 1), e0.new_empty(T, B, 1)
             groups = _StimulusGroups(dedup_store.zn, dedup_store.x, dedup_store.readable, n_x)
-            same_x_chunk = x.unsqueeze(0) == x_t.unsqueeze(-1)                           # (T, B, T)
+            chunk_ok = static[:, :, M:] & (x.unsqueeze(0) == x_t.unsqueeze(-1))           # (T, B, T) same x
             store_readable_t = store.readable.any(-1)                                    # (T, B)
 
         h_all, e_pi_all, e_all, f_all = (e0.new_empty(T, B, E) for _ in range(4))
@@ -160,7 +165,6 @@ class _LandmarkLoop(torch.autograd.Function):
         w_all = e0.new_empty(T, B, K)                                       # retrieval weights
         c_all = e0.new_empty(T, B, K) if product else None                  # position similarity (product)
         stored = torch.ones(T, B, dtype=torch.bool, device=e0.device)
-        blocked = torch.finfo(e0.dtype).min / 2
         e = e0
         for t in range(T):
             # path integration from the corrected previous position
@@ -169,14 +173,11 @@ class _LandmarkLoop(torch.autograd.Function):
             _activate_into(h_all[t], e_pi, activation, bound)
             if reset_steps[t]:
                 e_pi.copy_(torch.where(reset[t, :, None], e_init, e_pi))
-            # which keys this step may read, and how many
             if dedup is None:
-                mask, L, anything = static[t], L_all[t], any_all[t]
+                L, anything = L_all[t], any_all[t]
             else:
-                mask = static[t] & stored_keys                              # (B, K)
-                n = (mask * count).sum(-1, keepdim=True)                    # (B, 1)
-                anything = any_all[t].copy_(n > 0)
-                L = torch.log(n.clamp(min=1).to(e0.dtype), out=L_all[t])
+                anything = any_all[t].copy_(n_all[t] > 0)
+                L = torch.log(n_all[t].clamp(min=1).to(e0.dtype), out=L_all[t])
             # retrieval
             if product:
                 u = F.normalize(F.layer_norm(e_pi, (E,), eps=_LN_EPS), dim=-1, eps=_NORM_EPS)
@@ -184,7 +185,7 @@ class _LandmarkLoop(torch.autograd.Function):
                 s = S[t] * (1 + c) * 0.5
             else:
                 s = S[t]
-            scores = torch.addcmul(log_count, s, L).masked_fill_(~mask, blocked)
+            scores = torch.addcmul(bias_all[t], s, L)                       # (B, K)
             w = torch.softmax(scores, -1, out=w_all[t]).mul_(anything)     # zero rows: nothing readable
             e_ret = torch.bmm(w.unsqueeze(1), values).squeeze(1)            # (B, E)
             gin[t, :, :E] = e_ret
@@ -199,10 +200,14 @@ class _LandmarkLoop(torch.autograd.Function):
                 keys_t[:, :, M + t] = zn
                 if dedup is not None:
                     cos = torch.bmm(zn.unsqueeze(1), keys_t[:, :, M:]).squeeze(1)            # (B, T) chunk
-                    repeat = ((cos > dedup) & same_x_chunk[t] & mask[:, M:]).any(-1)
+                    repeat = ((cos > dedup) & chunk_ok[t]).any(-1)
                     repeat |= groups.repeats(zn, x_t[t], dedup, store_readable_t[t])
                     stored[t] = ~repeat
-                    stored_keys[:, M + t] = stored[t]
+                    if t + 1 < T:           # a dropped memory: later steps can neither read nor count it
+                        dropped = static[t + 1:, :, M + t] & repeat                            # (T-t-1, B)
+                        bias_all[t + 1:, :, M + t].masked_fill_(dropped, blocked)
+                        n_all[t + 1:] -= dropped.unsqueeze(-1).to(n_all.dtype)
+                        chunk_ok[t + 1:, :, t] &= ~repeat
         ctx.save_for_backward(e0, W, e_init, gate_w, actions, h_all, e_all, e_pi_all, f_all, gin, w_all, L_all,
                               S, gram_index, values, keys_t, c_all)
         ctx.activation, ctx.bound, ctx.product, ctx.n_x, ctx.M = activation, bound, product, n_x, M
@@ -216,19 +221,24 @@ class _LandmarkLoop(torch.autograd.Function):
         product, M = ctx.product, ctx.M
         T, B, E = e_all.shape
         A = W.shape[0]
-        g_epi = torch.zeros_like(e_all) if g_epi is None else g_epi
-        g_e = torch.zeros_like(e_all) if g_e is None else g_e
-        g_f = torch.zeros_like(e_all) if g_f is None else g_f
         reset = (actions == RESET).t()
         reset_steps = reset.any(1).tolist()
         cols = _columns(actions, E)
         wide_t = wide_transitions(W.transpose(1, 2))
         dsig = _activation_grad(h_all, ctx.activation, ctx.bound).masked_fill_(reset.unsqueeze(-1), 0.0)
         values_t = values.transpose(1, 2).contiguous()                      # (B, E, K) for d_w
+        # per-step factors, all steps at once (fewer tiny ops inside the loop)
+        e_ret_all = gin[:, :, :E]
+        diff_all = e_ret_all - e_pi_all                                     # d e / d f
+        one_minus_f = 1 - f_all
+        f_slope = f_all * one_minus_f                                       # d f / d pre (0 where f = 0)
+        wL_all = w_all * L_all                                              # d scores / d s, times w
         if product:
             keys = keys_t.transpose(1, 2).contiguous()                      # (B, K, E) for d_u
-            u_all, zpi, rpi, npi = _zscore_unit(e_pi_all)                   # all steps at once
+            u_all, zpi, rpi, npi = _zscore_unit(e_pi_all)
             _, ze, re, ne = _zscore_unit(e_all)
+            half_1c = (1 + c_all) * 0.5                                     # d s / d S
+            half_S = S * 0.5                                                # d s / d c
         d_values = e0.new_zeros(B, T, E)            # gradient later steps send to chunk memory tau's value e_tau
         d_keys = e0.new_zeros(B, T, E) if product else None     # ... and to its key zn_tau
         dS = torch.zeros_like(S)
@@ -237,30 +247,34 @@ class _LandmarkLoop(torch.autograd.Function):
         d_init = torch.zeros_like(e_init)
         de = torch.zeros_like(e0)                   # gradient on e_t from step t+1's path integration
         for t in range(T - 1, -1, -1):
-            g = de + g_e[t] + d_values[:, t]
+            g = de + d_values[:, t]                 # total gradient on e_t
+            if g_e is not None:
+                g += g_e[t]
             if product:
-                g = g + _zscore_unit_backward(d_keys[:, t], ze[t], re[t], ne[t])
-            f, e_pi, e_ret = f_all[t], e_pi_all[t], gin[t, :, :E]
-            d_f = g * (e_ret - e_pi) + g_f[t]
-            d_pre = torch.mul(d_f * f, 1 - f, out=d_pre_all[t])   # f = sigmoid(pre) if anything readable, else 0
-            d_gin = d_pre @ gate_w                  # (B, 2E+1)
-            d_ret = g * f + d_gin[:, :E]
-            d_pi = g * (1 - f) + g_epi[t] + d_gin[:, E:2 * E]
-            # e_ret = w @ values; conf = logsumexp(scores) - log n, and d conf / d scores = w
-            w = w_all[t]
+                g += _zscore_unit_backward(d_keys[:, t], ze[t], re[t], ne[t])
+            d_f = g * diff_all[t] if g_f is None else torch.addcmul(g_f[t], g, diff_all[t])
+            d_pre = torch.mul(d_f, f_slope[t], out=d_pre_all[t])
+            d_gin = d_pre @ gate_w                  # (B, 2E+1) = [d e_ret, d e_pi, d conf]
+            d_ret = torch.addcmul(d_gin[:, :E], g, f_all[t])
+            d_pi = torch.addcmul(d_gin[:, E:2 * E], g, one_minus_f[t])
+            if g_epi is not None:
+                d_pi += g_epi[t]
+            # e_ret = w @ values and conf = logsumexp(scores) - log n (d conf / d scores = w):
+            # d scores = w * (d_w - sum_k w_k d_w_k + d_conf), and sum_k w_k d_w_k = e_ret . d_ret
             d_w = torch.bmm(d_ret.unsqueeze(1), values_t).squeeze(1)                 # (B, K)
-            d_values[:, :t] += w[:, M:M + t, None] * d_ret.unsqueeze(1)
-            d_scores = w * (d_w - (w * d_w).sum(-1, keepdim=True) + d_gin[:, 2 * E:])
-            d_s = d_scores * L_all[t]
+            if t:
+                d_values[:, :t].baddbmm_(w_all[t, :, M:M + t].unsqueeze(-1), d_ret.unsqueeze(1))
+            shift = d_gin[:, 2 * E:] - (e_ret_all[t] * d_ret).sum(-1, keepdim=True)
             if product:
-                c = c_all[t]
-                torch.mul(d_s, (1 + c) * 0.5, out=dS[t])
-                d_c = d_s * S[t] * 0.5                                                # (B, K)
+                d_s = d_w.add_(shift).mul_(wL_all[t])
+                torch.mul(d_s, half_1c[t], out=dS[t])
+                d_c = d_s.mul_(half_S[t])                                             # (B, K)
                 d_u = torch.bmm(d_c.unsqueeze(1), keys).squeeze(1)                   # (B, E)
-                d_keys[:, :t] += d_c[:, M:M + t, None] * u_all[t].unsqueeze(1)
-                d_pi = d_pi + _zscore_unit_backward(d_u, zpi[t], rpi[t], npi[t])
+                if t:
+                    d_keys[:, :t].baddbmm_(d_c[:, M:M + t].unsqueeze(-1), u_all[t].unsqueeze(1))
+                d_pi += _zscore_unit_backward(d_u, zpi[t], rpi[t], npi[t])
             else:
-                dS[t] = d_s
+                torch.mul(d_w.add_(shift), wL_all[t], out=dS[t])
             # back through the path integration
             if reset_steps[t]:
                 d_init = d_init + (d_pi * reset[t, :, None]).sum(0)
