@@ -3,6 +3,7 @@
     temt-spatial train --config configs/spatial/quick.yaml --out runs/quick [key=value ...]
     temt-spatial train --resume runs/quick [train.steps=4000]
     temt-spatial analyse runs/quick [steps=6000 sizes=[11,11]]   (grid/band/place cells, report.md)
+    temt-spatial sweep configs/spatial/sweeps/quick-seeds.yaml --out runs/quick-seeds [--resume]
     python -m spatial train ...            (the same)
 """
 from __future__ import annotations
@@ -92,6 +93,32 @@ def _reproduce(args) -> int:
     return 0
 
 
+def _sweep(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .sweep import run_sweep
+    if args.overrides:
+        raise ConfigError(f"sweep takes no key=value overrides (got {' '.join(args.overrides)}); put them under "
+                          "base: in the sweep file")
+    if not args.out:
+        raise ConfigError("sweep needs --out DIR (where the members, checkpoints and summary go)")
+    try:
+        rows = run_sweep(args.sweep_file, args.out, resume=args.resume, progress=not args.quiet)
+    except NonFiniteError as err:
+        groups = sorted(str(p.parent) for p in Path(args.out).glob("groups/*/LATEST"))
+        print(f"temt-spatial: sweep training diverged: {err}\nNothing was saved after the divergence; the groups' "
+              f"last good checkpoints are in {', '.join(groups) or 'none (it diverged before the first checkpoint)'}.",
+              file=sys.stderr)
+        return 3
+    if rows is not None:                      # rank 0 (the only process of a plain run) writes the summary
+        members = len(json.loads((Path(args.out) / "plan.json").read_text())["members"])
+        diverged = json.loads((Path(args.out) / "summary.json").read_text())["diverged"]
+        note = f" ({len(diverged)} diverged and were dropped: {', '.join(diverged)})" if diverged else ""
+        print(f"sweep: {members} members trained{note}; summary in {args.out}/summary.md (and .csv, .json)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="temt-spatial", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -120,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--jobs", type=int, default=2, help="arms trained at once (default 2: one per CPU core)")
     rep.add_argument("--arms", nargs="+", help="a subset of the arms (relu, linear, hex)")
     rep.add_argument("overrides", nargs="*", metavar="key=value", help="training overrides for every arm")
+    sw = sub.add_parser("sweep", help="train arms x seeds as populations (many models in one run); summary table")
+    sw.add_argument("sweep_file", help="sweep YAML: base_config/base, grid, members, seeds (see spatial/sweep.py)")
+    sw.add_argument("--out", help="output directory of the sweep")
+    sw.add_argument("--resume", action="store_true", help="continue the sweep in --out from its checkpoints")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    sw.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
     # key=value overrides may come anywhere (argparse alone stops collecting positionals after an option)
     args, extra = parser.parse_known_args(argv)
     stray = [e for e in extra if e.startswith("-") or "=" not in e]
@@ -127,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     args.overrides = list(args.overrides) + extra
     try:
-        return {"train": _train, "analyse": _analyse, "scaling": _scaling, "reproduce": _reproduce}[args.command](args)
+        return {"train": _train, "analyse": _analyse, "scaling": _scaling, "reproduce": _reproduce,
+                "sweep": _sweep}[args.command](args)
     except (ConfigError, CheckpointError, FileExistsError) as err:
         print(f"temt-spatial: error: {err}", file=sys.stderr)
         return 2

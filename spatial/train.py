@@ -186,19 +186,7 @@ class Trainer:
                 "grad_norm": float(grad_norm), "correct": correct}
 
     def evaluate(self) -> dict:
-        """Accuracy on fresh worlds, and the diagnostics that explain it (spatial.diagnostics): flat scalar keys
-        (logged to metrics.jsonl) plus the nested `by_coverage` rows and `diagnostics` dict (metrics.json)."""
-        e = self.config.eval
-        r = run_rollout(self.model, self.config.walks, e.n_worlds, e.steps, e.seed,
-                        chunk_length=self.config.train.chunk_length, device=self.device, worlds=self.worlds,
-                        record_positions=True, record_side_lobe=True)
-        summary = accuracy_summary(r.correct, r.revisit, r.new_edge, r.edge_seen, r.actions, r.n_stimuli)
-        summary["by_coverage"] = accuracy_by_coverage(r.correct, r.revisit, r.edge_seen, r.actions, r.n_visited,
-                                                      r.n_nodes, r.n_stimuli, new_edge=r.new_edge)
-        diagnostics = diagnose(r, self.model)
-        summary.update(flat_diagnostics(diagnostics))
-        summary["diagnostics"] = diagnostics
-        return summary
+        return evaluate(self.model, self.config, self.device, self.worlds)
 
     def run(self) -> dict:
         t, e = self.config.train, self.config.eval
@@ -258,6 +246,22 @@ class Trainer:
         except ImportError:
             return
         self.tb = SummaryWriter(str(self.run_dir / "tb"))
+
+
+def evaluate(model: TEMt, config: SpatialConfig, device, worlds: list | None = None) -> dict:
+    """Accuracy on fresh worlds, and the diagnostics that explain it (spatial.diagnostics): flat scalar keys
+    (logged to metrics.jsonl) plus the nested `by_coverage` rows and `diagnostics` dict (metrics.json).
+    Single runs and sweep members are evaluated by this one function."""
+    e = config.eval
+    r = run_rollout(model, config.walks, e.n_worlds, e.steps, e.seed, chunk_length=config.train.chunk_length,
+                    device=device, worlds=worlds, record_positions=True, record_side_lobe=True)
+    summary = accuracy_summary(r.correct, r.revisit, r.new_edge, r.edge_seen, r.actions, r.n_stimuli)
+    summary["by_coverage"] = accuracy_by_coverage(r.correct, r.revisit, r.edge_seen, r.actions, r.n_visited,
+                                                  r.n_nodes, r.n_stimuli, new_edge=r.new_edge)
+    diagnostics = diagnose(r, model)
+    summary.update(flat_diagnostics(diagnostics))
+    summary["diagnostics"] = diagnostics
+    return summary
 
 
 def load_run_config(run_dir: str | Path) -> SpatialConfig:

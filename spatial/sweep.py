@@ -1,0 +1,736 @@
+"""Sweeps: many arms x seeds trained as populations (temt_core.population), one group after another.
+
+    temt-spatial sweep configs/spatial/sweeps/quick-seeds.yaml --out runs/quick-seeds
+    temt-spatial sweep configs/spatial/sweeps/quick-seeds.yaml --out runs/quick-seeds --resume
+
+The sweep file:
+    base_config: configs/spatial/quick.yaml   # optional: a spatial config file (relative to the working directory
+                                              #   or to the sweep file)
+    base:                                     # optional: overrides of it, as in a config file
+      train: {steps: 400}
+    grid:                                     # optional: dotted key -> list of values; the Cartesian product
+      model.w_reg_e: [0.01, 0.1]
+    members:                                  # optional: a list of override mappings (dotted or nested keys);
+      - {model.transition_init_std: 0.0}      #   every member is combined with every grid point
+      - {model.transition_init_std: 0.3, train.lr_max: 5.0e-4}
+    seeds: [0, 1, 2]                          # optional: train.seed of every arm (default: the base's seed)
+
+Members whose shapes or code paths differ (population.structure_key, plus the training loop's shape: steps,
+batch, chunk, logging, checkpoint and eval cadence, device) are put into separate groups automatically; each
+group is trained as one population. The output directory:
+    plan.json              every member: name, group, overrides, resolved config (checked on --resume)
+    groups/gK/             the population's checkpoints (checkpoints/step-N, LATEST) and log.jsonl
+    members/NAME/          config.yaml, run.json, metrics.jsonl, metrics.json and checkpoints/ of one member,
+                           as a single `temt-spatial train` run writes them (temt-spatial analyse reads it; the
+                           checkpoint is a full Trainer checkpoint, so `train --resume` can continue it alone)
+    summary.csv/.json/.md  every member's evaluation accuracies at every evaluation; per-arm means over seeds
+A member that diverges is dropped from its population (members/NAME/diverged.json) and the others go on.
+A member's training equals the same config trained alone (tests/spatial/test_sweep.py).
+
+Several processes: `accelerate launch --multi_gpu --num_processes N -m spatial sweep FILE --out DIR` (on CPUs too:
+Accelerate's --cpu launcher starts several processes only through MPI; under --multi_gpu without GPUs the
+processes meet over gloo). Rank r trains members r, r + N, ... of every group as its own population
+(groups/gK-rR/); rank 0 writes the summary once all are done. Resume with the same N.
+"""
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import platform
+import re
+import statistics
+import sys
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from temt_core.checkpoint import (CheckpointError, flatten, latest_checkpoint, load_checkpoint, save_checkpoint,
+                                  unflatten, write_latest)
+from temt_core.config import ConfigError, _merge, _suggest, from_dict, load_config, save_config, to_dict
+from temt_core.model import TEMt, TEMtState
+from temt_core.validation import NonFiniteError
+from temt_core.population import PopulationAdam, TEMtPopulation, check_population_config, structure_key
+
+from .config import SpatialConfig
+from .metrics import accuracy_summary
+from .train import RESUMABLE_CHANGES, _flat_diff, evaluate, git_commit, learning_rate
+from .walks import WalkStream
+
+SWEEP_KEYS = ("base_config", "base", "grid", "members", "seeds")
+# keys members of one population may differ in, outside the model (the model's: population.MEMBER_KEYS); every
+# other key of SpatialConfig is a grouping key
+MEMBER_TRAIN_KEYS = ("lr_max", "lr_min", "lr_half_life", "grad_clip", "loss_on", "seed")
+MEMBER_EVAL_KEYS = ("n_worlds", "steps", "seed")
+
+
+@dataclass
+class Member:
+    name: str
+    overrides: dict            # dotted key -> value (seed included as train.seed)
+    config: SpatialConfig
+    group: int = -1
+
+
+# -- the sweep file ------------------------------------------------------------------------------------------------
+
+def _flatten_keys(d: dict, prefix: str = "") -> dict:
+    """{'model': {'w_g': 1}} or {'model.w_g': 1} -> {'model.w_g': 1}."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten_keys(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _nest(flat: dict) -> dict:
+    out: dict = {}
+    for key, v in flat.items():
+        node = out
+        *head, last = key.split(".")
+        for part in head:
+            node = node.setdefault(part, {})
+        node[last] = v
+    return out
+
+
+def _check_key(key: str, base: dict, where: str) -> None:
+    """A dotted key must name a leaf of the config (a section alone is not a value)."""
+    node, done = base, []
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            options = [".".join(done + [o]) for o in node] if isinstance(node, dict) else []
+            raise ConfigError(f"{where}: key {key!r} does not exist{_suggest(key, options)}; valid keys "
+                              f"{'in ' + repr('.'.join(done)) if done else 'at the top'}: {', '.join(options)}")
+        node, done = node[part], done + [part]
+    if isinstance(node, dict):
+        raise ConfigError(f"{where}: key {key!r} is a config section, not a value; name one of its keys "
+                          f"({', '.join(f'{key}.{o}' for o in node)})")
+
+
+def load_sweep(path: str | Path) -> list[Member]:
+    """Members of a sweep file, named, resolved and grouped. Every error names the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"sweep file {str(path)!r} does not exist")
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping with keys {', '.join(SWEEP_KEYS)}")
+    for key in spec:
+        if key not in SWEEP_KEYS:
+            raise ConfigError(f"{path}: unknown key {key!r} in the sweep file{_suggest(str(key), SWEEP_KEYS)}; "
+                              f"valid keys: {', '.join(SWEEP_KEYS)}")
+    base_file = spec.get("base_config")
+    if base_file is not None:
+        if not isinstance(base_file, str):
+            raise ConfigError(f"{path}: base_config must be a path to a spatial config file, got {base_file!r}")
+        candidates = [Path(base_file), path.parent / base_file]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise ConfigError(f"{path}: base_config {base_file!r} does not exist (looked in the working "
+                              f"directory and next to the sweep file)")
+        base_file = found
+    base = load_config(SpatialConfig, base_file)
+    extra = spec.get("base") or {}
+    if not isinstance(extra, dict):
+        raise ConfigError(f"{path}: base must be a mapping of config sections, got {extra!r}")
+    try:
+        base = from_dict(SpatialConfig, _merge(to_dict(base), _nest(_flatten_keys(extra))))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: base: {err}") from None
+    base_dict = to_dict(base)
+
+    points = [{}]
+    if "grid" in spec:
+        grid = spec["grid"]
+        if not isinstance(grid, dict) or not grid:
+            raise ConfigError(f"{path}: grid is empty: give at least one key with a list of values "
+                              "(for example  grid: {model.w_reg_e: [0.01, 0.1]}), or leave grid out")
+        grid = _flatten_keys(grid)
+        for key, values in grid.items():
+            _check_key(key, base_dict, f"{path}: grid")
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{path}: grid key {key!r} needs a non-empty list of values, got {values!r}")
+        points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+    arms = [{}]
+    if "members" in spec:
+        members = spec["members"]
+        if not isinstance(members, list) or not members:
+            raise ConfigError(f"{path}: members must be a non-empty list of override mappings, got {members!r}")
+        arms = []
+        for i, m in enumerate(members):
+            if not isinstance(m, dict) or not m:
+                raise ConfigError(f"{path}: members[{i}] must be a non-empty mapping of overrides, got {m!r}")
+            m = _flatten_keys(m)
+            for key in m:
+                _check_key(key, base_dict, f"{path}: members[{i}]")
+            arms.append(m)
+    seeds = spec.get("seeds")
+    if seeds is not None:
+        if (not isinstance(seeds, list) or not seeds or
+                not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+            raise ConfigError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}")
+        if len(set(seeds)) != len(seeds):
+            raise ConfigError(f"{path}: seeds has repeated values: {seeds}")
+        if any("train.seed" in d for d in points + arms):
+            raise ConfigError(f"{path}: train.seed is set both by seeds and by grid/members; use one of them")
+    else:
+        seeds = [None]
+
+    out: list[Member] = []
+    for arm in arms:
+        for point in points:
+            clash = sorted(set(arm) & set(point))
+            if clash:
+                raise ConfigError(f"{path}: {clash[0]!r} is set both by a member and by the grid")
+            for seed in seeds:
+                overrides = {**arm, **point, **({} if seed is None else {"train.seed": seed})}
+                where = f"{path}: member {overrides}"
+                try:
+                    config = from_dict(SpatialConfig, _merge(base_dict, _nest(overrides)))
+                except ConfigError as err:
+                    raise ConfigError(f"{where}: {err}") from None
+                out.append(Member(_member_name(len(out), overrides), overrides, config))
+    seen: dict = {}
+    for m in out:
+        key = json.dumps(to_dict(m.config), sort_keys=True)
+        if key in seen:
+            raise ConfigError(f"{path}: members {seen[key]} and {m.name} have the same config")
+        seen[key] = m.name
+    assign_groups(out, str(path))
+    return out
+
+
+def _member_name(index: int, overrides: dict) -> str:
+    lasts = [k.split(".")[-1] for k in overrides]
+    parts = []
+    for k, v in overrides.items():
+        short = k.split(".")[-1] if lasts.count(k.split(".")[-1]) == 1 else k
+        value = "-".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+        parts.append("seed" + value if k == "train.seed" else f"{short}={value}")
+    name = re.sub(r"[^A-Za-z0-9._=+-]", "", "_".join(parts))[:80]
+    return f"m{index:03d}" + (f"-{name}" if name else "")
+
+
+def group_key(config: SpatialConfig) -> tuple:
+    """Members with equal keys can share a population."""
+    t = tuple((f.name, getattr(config.train, f.name)) for f in fields(config.train) if f.name not in MEMBER_TRAIN_KEYS)
+    e = tuple((f.name, getattr(config.eval, f.name)) for f in fields(config.eval) if f.name not in MEMBER_EVAL_KEYS)
+    return structure_key(config.model), t, e
+
+
+def assign_groups(members: list[Member], where: str = "sweep") -> list[list[Member]]:
+    keys: list = []
+    for m in members:
+        try:
+            check_population_config(m.config.model, f"{where}: member {m.name}")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        if m.config.walks.kind == "graph":
+            raise ConfigError(f"{where}: member {m.name}: walks.kind='graph' needs worlds given in code; sweeps "
+                              "train square or hex worlds")
+        k = group_key(m.config)
+        if k not in keys:
+            keys.append(k)
+        m.group = keys.index(k)
+    return [[m for m in members if m.group == g] for g in range(len(keys))]
+
+
+# -- one population --------------------------------------------------------------------------------------------------
+
+class PopulationTrainer:
+    """spatial.train.Trainer for a group of members: one TEMtPopulation, per-member Adam, learning-rate schedule,
+    gradient clip, walk stream, logs and evaluations. Checkpoints hold the whole population (weights, moments,
+    carried state, every walk stream) so a resumed group continues with the numbers of an uninterrupted one.
+
+    A member whose positions stop being finite is dropped (diverged.json and a "diverged" line in its
+    metrics.jsonl say when and why); the others go on, with the numbers they would have had anyway."""
+
+    def __init__(self, members: list[Member], group_dir: str | Path, member_dirs: list[Path], resume: bool = False,
+                 bar=None, dtype: torch.dtype = torch.float32):
+        if not members:
+            raise ValueError("a group needs at least one member")
+        self.members, self.group_dir, self.member_dirs, self.bar = members, Path(group_dir), member_dirs, bar
+        self.configs = [m.config for m in members]
+        t = self.configs[0].train
+        torch.set_num_threads(t.threads)
+        self.device = torch.device(t.device)
+        models = []
+        for c in self.configs:                  # as Trainer: the member's seed, then its TEMt
+            torch.manual_seed(c.train.seed)
+            models.append(TEMt(c.model))
+        self.population = TEMtPopulation(models).to(device=self.device, dtype=dtype)
+        self.optimizer = PopulationAdam(self.population.parameters())
+        self.walks = [WalkStream(c.walks, c.train.batch_size, seed=c.train.seed) for c in self.configs]
+        self.state: TEMtState | None = None
+        self.step = 0
+        self.dtype = dtype
+        if resume and latest_checkpoint(self.group_dir) is not None:
+            self._resume()
+        else:
+            self._start()
+
+    @property
+    def P(self) -> int:
+        return len(self.members)
+
+    # -- run directories ---------------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self.group_dir.mkdir(parents=True, exist_ok=True)
+        (self.group_dir / "log.jsonl").write_text("")
+        for m, d in zip(self.members, self.member_dirs):
+            d.mkdir(parents=True, exist_ok=True)
+            save_config(m.config, d / "config.yaml")
+            (d / "metrics.jsonl").write_text("")
+            (d / DIVERGED).unlink(missing_ok=True)
+            info = {"seed": m.config.train.seed, "commit": git_commit(), "torch": torch.__version__,
+                    "python": platform.python_version(), "machine": platform.machine(), "argv": sys.argv,
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "parameters": sum(p[0].numel() for p in self.population.parameters()),
+                    "sweep": {"member": m.name, "group": m.group, "overrides": m.overrides,
+                              "population": [x.name for x in self.members]}}
+            (d / "run.json").write_text(json.dumps(info, indent=1))
+
+    def _resume(self) -> None:
+        ckpt = latest_checkpoint(self.group_dir)
+        tensors, meta = load_checkpoint(ckpt)
+        names = [m.name for m in self.members]
+        if meta["members"] != [n for n in names if n in meta["members"]]:
+            raise ConfigError(f"cannot resume {ckpt}: it holds members {meta['members']}, the plan has {names}")
+        gone = [p for p, n in enumerate(names) if n not in meta["members"]]
+        if gone:                                        # they diverged before this checkpoint
+            self._keep([p for p in range(len(names)) if p not in gone])
+        for m, saved in zip(self.members, meta["configs"]):
+            changed = [k for k in _flat_diff(saved, to_dict(m.config)) if k not in RESUMABLE_CHANGES]
+            if changed:
+                raise ConfigError(f"cannot resume {ckpt}: member {m.name}: {', '.join(changed)} differ (only "
+                                  f"{', '.join(sorted(RESUMABLE_CHANGES))} may change on resume)")
+        with torch.no_grad():
+            for name in self.population.names:
+                self.population.param(name).copy_(tensors[f"pop.{name}"])
+        self.optimizer.load_state_dict(unflatten(meta["optimizer"], tensors))
+        for p, w in enumerate(self.walks):
+            w.load_state_dict({"arrays": {k[len(f"walks.{p}."):]: v.numpy() for k, v in tensors.items()
+                                          if k.startswith(f"walks.{p}.")}, "rng": meta["walk_rng"][p]})
+        if any(k.startswith("state.") for k in tensors):
+            dtype = self.population.param("positions.e_init").dtype
+            self.state = TEMtState.from_tensors({k[6:]: (v.to(self.device, dtype) if v.is_floating_point() else
+                                                         v.to(self.device)) for k, v in tensors.items()
+                                                 if k.startswith("state.")})
+        self.step = meta["step"]
+        torch.set_rng_state(tensors["rng.torch"])
+        # drop log lines written after this checkpoint by the interrupted run, so none is counted twice
+        for log in [self.group_dir / "log.jsonl"] + [d / "metrics.jsonl" for d in self.member_dirs]:
+            lines = log.read_text().splitlines() if log.exists() else []
+            log.write_text("".join(l + "\n" for l in lines if json.loads(l)["step"] <= self.step))
+        for m, d in zip(self.members, self.member_dirs):
+            save_config(m.config, d / "config.yaml")
+            (d / DIVERGED).unlink(missing_ok=True)     # it was alive at this checkpoint; it may diverge again
+
+    def save(self) -> Path:
+        pop = self.population
+        tensors = {f"pop.{name}": pop.param(name) for name in pop.names}
+        if self.state is not None:
+            tensors.update({f"state.{k}": v for k, v in self.state.tensors().items()})
+        tensors["rng.torch"] = torch.get_rng_state()
+        optimizer = flatten(self.optimizer.state_dict(), "optim", tensors)
+        walk_rng = []
+        for p, w in enumerate(self.walks):
+            s = w.state_dict()
+            tensors.update({f"walks.{p}.{k}": torch.from_numpy(v) for k, v in s["arrays"].items()})
+            walk_rng.append(s["rng"])
+        meta = {"step": self.step, "members": [m.name for m in self.members],             # survivors only
+                "configs": [to_dict(c) for c in self.configs], "optimizer": optimizer, "walk_rng": walk_rng}
+        name = f"step-{self.step:07d}"
+        path = save_checkpoint(self.group_dir / "checkpoints" / name, tensors, meta)
+        write_latest(self.group_dir, f"checkpoints/{name}")
+        _prune(self.group_dir / "checkpoints", self.configs[0].train.keep_checkpoints)
+        return path
+
+    def save_members(self) -> None:
+        """Every member as a single run's checkpoint (Trainer's layout: model, optimizer, walks, state, RNG)."""
+        B = self.configs[0].train.batch_size
+        for p, (c, d) in enumerate(zip(self.configs, self.member_dirs)):
+            model = self.population.member_model(p)          # the population's dtype (float32 unless testing)
+            tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+            if self.state is not None:
+                tensors.update({f"state.{k}": v for k, v in
+                                self.population.member_state(self.state, p, B).tensors().items()})
+            tensors["rng.torch"] = torch.get_rng_state()
+            optimizer = flatten(self.optimizer.member_torch_state(p, model), "optim", tensors)
+            s = self.walks[p].state_dict()
+            tensors.update({f"walks.{k}": torch.from_numpy(v) for k, v in s["arrays"].items()})
+            meta = {"step": self.step, "config": to_dict(c), "optimizer": optimizer, "walk_rng": s["rng"]}
+            name = f"step-{self.step:07d}"
+            save_checkpoint(d / "checkpoints" / name, tensors, meta)
+            write_latest(d, f"checkpoints/{name}")
+            _prune(d / "checkpoints", c.train.keep_checkpoints)
+
+    def _log(self, p: int, record: dict) -> None:
+        with open(self.member_dirs[p] / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    # -- training ----------------------------------------------------------------------------------------------
+
+    def train_step(self, chunks: list[dict]) -> list[dict]:
+        """One step of every member on its own chunk; returns per-member stats as Trainer.train_step does. Members
+        that diverge on this step are dropped (see _diverged) and the step is done again by the others, on the
+        same chunks; `self.members` then lists the survivors, whose stats are returned."""
+        while True:
+            stack = lambda k: torch.from_numpy(np.stack([c[k] for c in chunks])).to(self.device)  # (P, B, T)
+            x, a, revisit = stack("x"), stack("actions"), stack("revisit")
+            mask = torch.stack([revisit[p] if c.train.loss_on == "revisit" else torch.ones_like(revisit[p])
+                                for p, c in enumerate(self.configs)])
+            try:
+                out = self.population(x, a, self.state, loss_mask=mask)
+                break
+            except NonFiniteError as err:
+                bad = getattr(err, "members", None)
+                if not bad:
+                    raise
+                keep = self._diverged(bad, err)
+                if not keep:
+                    return []
+                chunks = [chunks[p] for p in keep]
+        lr = [learning_rate(self.step, c.train) for c in self.configs]
+        self.optimizer.zero_grad()
+        out.loss.backward()
+        grad_norm = self.optimizer.clip_grad_norm_([c.train.grad_clip for c in self.configs])
+        self.optimizer.step(lr)
+        self.state = out.state
+        self.step += 1
+        correct = (out.logits.detach().argmax(-1) == x).cpu().numpy()                       # (P, B, T)
+        losses = out.losses.detach().cpu().tolist()
+        parts = {k: v.detach().cpu().tolist() for k, v in out.parts.items()}
+        norms = grad_norm.cpu().tolist()
+        return [{"loss": losses[p], **{k: v[p] for k, v in parts.items()}, "grad_norm": norms[p],
+                 "correct": correct[p]} for p in range(self.P)]
+
+    def _diverged(self, bad: list[int], err: Exception) -> list[int]:
+        """Record members `bad` as diverged at the coming step, drop them; returns the kept indices."""
+        step = self.step + 1
+        for p in bad:
+            info = {"step": step, "split": "diverged", "error": str(err),
+                    "last_checkpoint": str(latest_checkpoint(self.group_dir) or "none")}
+            self._log(p, info)
+            (self.member_dirs[p] / DIVERGED).write_text(json.dumps(info, indent=1))
+            if self.bar is not None:
+                self.bar.write(f"step {step}: member {self.members[p].name} diverged and is dropped ({err})")
+        keep = [p for p in range(self.P) if p not in bad]
+        if keep:
+            self._keep(keep)
+        else:
+            self.members, self.member_dirs, self.configs, self.walks = [], [], [], []
+        return keep
+
+    def _keep(self, keep: list[int]) -> None:
+        """Continue with members `keep` only (weights, moments, carried state, walks)."""
+        B = self.configs[0].train.batch_size
+        self.population = self.population.subset(keep)
+        self.optimizer = self.optimizer.subset(keep, list(self.population.parameters()))
+        if self.state is not None:
+            self.state = TEMtPopulation.subset_state(self.state, keep, B)
+        pick = lambda xs: [xs[p] for p in keep]
+        self.members, self.member_dirs, self.configs, self.walks = (pick(self.members), pick(self.member_dirs),
+                                                                    pick(self.configs), pick(self.walks))
+
+    def evaluate(self) -> list[dict]:
+        return [evaluate(self.population.member_model(p), c, self.device)
+                for p, c in enumerate(self.configs)]
+
+    def run(self) -> list[dict]:
+        t, e = self.configs[0].train, self.configs[0].eval      # shared within a group
+        windows: dict[str, list[dict]] = {m.name: [] for m in self.members}
+        chunks: dict[str, list[dict]] = {m.name: [] for m in self.members}
+        started, start_step = time.perf_counter(), self.step
+        final = None
+        while self.step < t.steps and self.members:
+            step_chunks = [w.next_chunk(t.chunk_length) for w in self.walks]
+            names = [m.name for m in self.members]
+            stats = self.train_step(step_chunks)
+            if self.bar is not None:
+                self.bar.update(len(names))
+            if not self.members:                # every member diverged
+                break
+            for m, st in zip(self.members, stats):
+                windows[m.name].append(st)
+                chunks[m.name].append(step_chunks[names.index(m.name)])
+            if self.step % t.log_every == 0 or self.step == t.steps:
+                elapsed = time.perf_counter() - started
+                steps_per_s = (self.step - start_step) / max(elapsed, 1e-9)
+                records = [self._train_record(p, windows[m.name], chunks[m.name], steps_per_s)
+                           for p, m in enumerate(self.members)]
+                for p, r in enumerate(records):
+                    self._log(p, r)
+                with open(self.group_dir / "log.jsonl", "a") as f:
+                    f.write(json.dumps({"step": self.step, "members": self.P, "steps_per_s": steps_per_s,
+                                        "walk_steps_per_s": steps_per_s * self.P * t.batch_size * t.chunk_length,
+                                        "loss_mean": float(np.mean([r["loss"] for r in records]))}) + "\n")
+                if self.bar is not None:
+                    self.bar.set_postfix(loss=f"{np.mean([r['loss'] for r in records]):.3f}",
+                                         acc_revisit=f"{np.mean([r['acc_revisit'] for r in records]):.3f}")
+                windows = {m.name: [] for m in self.members}
+                chunks = {m.name: [] for m in self.members}
+            if self.step % e.every == 0 or self.step == t.steps:
+                final = self._evaluate_and_log()
+            if self.step % t.checkpoint_every == 0 or self.step == t.steps:
+                self.save()
+        if not self.members:
+            return []
+        if final is None:                      # resumed at the end: evaluate once more for the summary
+            final = [{"step": self.step, "split": "eval", **r} for r in self.evaluate()]
+        self.save_members()
+        for d, f in zip(self.member_dirs, final):
+            (d / "metrics.json").write_text(json.dumps(f, indent=1))
+        return final
+
+    def _evaluate_and_log(self) -> list[dict]:
+        final = [{"step": self.step, "split": "eval", **r} for r in self.evaluate()]
+        for p, f in enumerate(final):
+            self._log(p, {k: v for k, v in f.items() if not isinstance(v, (dict, list))})   # scalars, as Trainer
+        if self.bar is not None:
+            self.bar.write(f"step {self.step}: eval acc_revisit " + " ".join(f"{f['acc_revisit']:.3f}" for f in final))
+        return final
+
+    def _train_record(self, p: int, window: list[dict], chunks: list[dict], steps_per_s: float) -> dict:
+        """The same record as Trainer._train_record (steps_per_s: the population's steps, each of which advances
+        every member by one step)."""
+        c = self.configs[p]
+        correct = np.concatenate([w["correct"] for w in window], 1)
+        cat = lambda k: np.concatenate([ch[k] for ch in chunks], 1)
+        acc = accuracy_summary(correct, cat("revisit"), cat("new_edge"), cat("edge_seen"), cat("actions"),
+                               c.walks.n_stimuli)
+        record = {"step": self.step, "split": "train", "lr": learning_rate(self.step, c.train),
+                  "steps_per_s": steps_per_s,
+                  "walk_steps_per_s": steps_per_s * c.train.batch_size * c.train.chunk_length}
+        for k in window[0]:
+            if k != "correct":
+                record[k] = float(np.mean([w[k] for w in window]))
+        record.update({k: acc[k] for k in ("acc", "acc_revisit", "acc_zero_shot", "node_agent", "edge_agent")})
+        return record
+
+
+def _prune(folder: Path, keep: int) -> None:
+    kept = sorted(p for p in folder.glob("step-*") if p.is_dir() and "." not in p.name)
+    for old in kept[:-keep]:
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+
+
+# -- the whole sweep ---------------------------------------------------------------------------------------------
+
+PLAN = "plan.json"
+DIVERGED = "diverged.json"
+SUMMARY_METRICS = ("acc", "acc_revisit", "acc_zero_shot", "acc_first_visit", "node_agent", "edge_agent", "chance",
+                   "n_steps", "n_revisit", "n_zero_shot")
+
+
+def _plan(members: list[Member], sweep_file: str) -> dict:
+    return {"sweep_file": sweep_file, "groups": max(m.group for m in members) + 1,
+            "members": [{"name": m.name, "group": m.group, "overrides": m.overrides, "config": to_dict(m.config)}
+                        for m in members]}
+
+
+def check_resume(saved: dict, members: list[Member]) -> None:
+    """Resuming must train the same members in the same groups; name every difference."""
+    old = {m["name"]: m for m in saved["members"]}
+    new = {m.name: m for m in members}
+    problems = []
+    added = [n for n in new if n not in old]
+    removed = [n for n in old if n not in new]
+    if added:
+        problems.append(f"the sweep file now has member(s) the run lacks: {', '.join(added)}")
+    if removed:
+        problems.append(f"the run has member(s) the sweep file no longer gives: {', '.join(removed)}")
+    for name in new:
+        if name not in old:
+            continue
+        m, o = new[name], old[name]
+        if m.overrides != o["overrides"]:
+            problems.append(f"member {name}: overrides {o['overrides']} in the run, {m.overrides} in the file")
+        diff = [k for k in _flat_diff(o["config"], to_dict(m.config)) if k not in RESUMABLE_CHANGES]
+        for k in diff:
+            get = lambda d: _dig(d, k)
+            problems.append(f"member {name}: {k} is {get(o['config'])!r} in the run, {get(to_dict(m.config))!r} "
+                            "in the file")
+        if m.group != o["group"]:
+            problems.append(f"member {name}: group {o['group']} in the run, {m.group} with the file")
+    if problems:
+        raise ConfigError("cannot resume with a different sweep (nothing was changed): " + "; ".join(problems) +
+                          f". Only {', '.join(sorted(RESUMABLE_CHANGES))} may change on resume")
+
+
+def _dig(d: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def _processes(cpu: bool):
+    """(rank, number of processes, barrier). Under `accelerate launch` with several processes, Accelerate's
+    PartialState sets up the process group (gloo when the members train on the CPU: cpu=True, which Accelerate
+    needs to be told under its multi-process launcher); a plain run is rank 0 of 1."""
+    import os
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, lambda: None
+    from accelerate import PartialState
+    state = PartialState(cpu=cpu)
+    return state.process_index, state.num_processes, state.wait_for_everyone
+
+
+def run_sweep(sweep_file: str | Path, out: str | Path, resume: bool = False, progress: bool = True,
+              dtype: torch.dtype = torch.float32) -> list[dict] | None:
+    """Train every group of the sweep (one population each, one after another); returns the summary rows (None
+    on ranks other than 0).
+
+    Under `accelerate launch --num_processes N`, rank r trains members r, r + N, r + 2N, ... of every group as its
+    own population (groups/gK-rR/), and rank 0 writes the summary of all members once every rank is done."""
+    out = Path(out)
+    members = load_sweep(sweep_file)
+    rank, world, barrier = _processes(cpu=all(m.config.train.device == "cpu" for m in members))
+    plan_path = out / PLAN
+    # every rank checks (nothing is written before all have), so a refused resume stops all of them alike
+    if resume:
+        if not plan_path.is_file():
+            raise CheckpointError(f"{out} holds no sweep to resume ({plan_path} is missing)")
+        saved = json.loads(plan_path.read_text())
+        check_resume(saved, members)
+        if saved.get("processes", 1) != world:
+            raise ConfigError(f"{out} was trained by {saved.get('processes', 1)} process(es); resume it with as "
+                              f"many (got {world}): each process's checkpoints hold its own members")
+    elif plan_path.exists():
+        raise FileExistsError(f"{out} already holds a sweep: resume it with --resume, or choose another --out")
+    barrier()
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        plan_tmp = out / f"{PLAN}.tmp"
+        plan_tmp.write_text(json.dumps({**_plan(members, str(sweep_file)), "processes": world}, indent=1))
+        plan_tmp.replace(plan_path)
+    barrier()
+    groups = [[m for m in members if m.group == g] for g in range(max(m.group for m in members) + 1)]
+    slices = [(g, group[rank::world]) for g, group in enumerate(groups) if group[rank::world]]
+    total = sum(len(mine) * mine[0].config.train.steps for _, mine in slices)
+    bar = tqdm(total=total, desc="sweep", unit="member-step", disable=not progress or rank != 0,
+               dynamic_ncols=True)
+    try:
+        for g, mine in slices:
+            dirs = [out / "members" / m.name for m in mine]
+            gdir = out / "groups" / (f"g{g}" if world == 1 else f"g{g}-r{rank}")
+            steps = mine[0].config.train.steps
+            if resume and latest_checkpoint(gdir) is not None and all(_finished(d, steps) for d in dirs):
+                bar.update(len(mine) * steps)
+                continue
+            trainer = PopulationTrainer(mine, gdir, dirs, resume=resume, bar=bar, dtype=dtype)
+            bar.update(len(mine) * trainer.step)
+            bar.set_description(f"sweep group {g + 1}/{len(groups)}")
+            trainer.run()
+            if world == 1:
+                write_summary(out, members)
+    finally:
+        bar.close()
+    barrier()
+    return write_summary(out, members) if rank == 0 else None
+
+
+def _finished(member_dir: Path, steps: int) -> bool:
+    f = member_dir / "metrics.json"
+    return (member_dir / DIVERGED).is_file() or (f.is_file() and json.loads(f.read_text()).get("step") == steps)
+
+
+def _arm(m: Member) -> str:
+    return ", ".join(f"{k}={v}" for k, v in m.overrides.items() if k != "train.seed") or "base"
+
+
+def write_summary(out: Path, members: list[Member]) -> list[dict]:
+    """summary.csv / .json / .md from every member's metrics.jsonl (rows: member x evaluation)."""
+    rows = []
+    for m in members:
+        d = out / "members" / m.name
+        log = d / "metrics.jsonl"
+        if not log.is_file():
+            continue
+        diverged = json.loads((d / DIVERGED).read_text())["step"] if (d / DIVERGED).is_file() else None
+        for line in log.read_text().splitlines():
+            r = json.loads(line)
+            if r["split"] != "eval":
+                continue
+            rows.append({"member": m.name, "group": m.group, "arm": _arm(m), "seed": m.config.train.seed,
+                         **{k: _jsonable(v) for k, v in m.overrides.items() if k != "train.seed"},
+                         "step": r["step"], "diverged_at": diverged, **{k: r.get(k) for k in SUMMARY_METRICS}})
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(out / "summary.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    arms = _arm_table(rows)
+    diverged = {m.name: json.loads((out / "members" / m.name / DIVERGED).read_text())["step"] for m in members
+                if (out / "members" / m.name / DIVERGED).is_file()}
+    (out / "summary.json").write_text(json.dumps({"rows": rows, "arms": arms, "diverged": diverged}, indent=1))
+    (out / "summary.md").write_text(_markdown(rows, arms, diverged))
+    return rows
+
+
+def _jsonable(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _last_rows(rows: list[dict]) -> list[dict]:
+    last: dict = {}
+    for r in rows:
+        if r["member"] not in last or r["step"] >= last[r["member"]]["step"]:
+            last[r["member"]] = r
+    return list(last.values())
+
+
+def _arm_table(rows: list[dict]) -> list[dict]:
+    """Mean and standard deviation over seeds of each arm's last evaluation (members that diverged left out)."""
+    by_arm: dict = {}
+    for r in _last_rows(rows):
+        if r["diverged_at"] is None:
+            by_arm.setdefault(r["arm"], []).append(r)
+    table = []
+    for arm, rs in by_arm.items():
+        entry = {"arm": arm, "seeds": len(rs), "step": min(r["step"] for r in rs)}
+        for k in ("acc_revisit", "acc_zero_shot", "acc"):
+            vals = [r[k] for r in rs if r[k] is not None and not math.isnan(r[k])]
+            entry[f"{k}_mean"] = statistics.fmean(vals) if vals else float("nan")
+            entry[f"{k}_std"] = statistics.stdev(vals) if len(vals) > 1 else float("nan")
+        table.append(entry)
+    return table
+
+
+def _markdown(rows: list[dict], arms: list[dict], diverged: dict) -> str:
+    f = lambda v: "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+    lines = ["# Sweep summary", "", "Last evaluation of every member (fresh worlds; spatial.metrics).", "",
+             "| member | group | seed | step | acc revisit | acc zero-shot | acc | node agent | edge agent |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in _last_rows(rows):
+        lines.append(f"| {r['member']} | {r['group']} | {r['seed']} | {r['step']} | {f(r['acc_revisit'])} | "
+                     f"{f(r['acc_zero_shot'])} | {f(r['acc'])} | {f(r['node_agent'])} | {f(r['edge_agent'])} |")
+    lines += ["", "Arms: mean (std) over seeds.", "",
+              "| arm | seeds | step | acc revisit | acc zero-shot | acc |", "|---|---|---|---|---|---|"]
+    for a in arms:
+        lines.append(f"| {a['arm']} | {a['seeds']} | {a['step']} | {f(a['acc_revisit_mean'])} "
+                     f"({f(a['acc_revisit_std'])}) | {f(a['acc_zero_shot_mean'])} ({f(a['acc_zero_shot_std'])}) | "
+                     f"{f(a['acc_mean'])} ({f(a['acc_std'])}) |")
+    if diverged:
+        lines += ["", "Diverged (dropped at that step; their rows above are their last evaluation before it; left out "
+                      "of the arms):", ""] + [f"- {name}: step {step}" for name, step in diverged.items()]
+    lines += ["", "Every evaluation of every member: summary.csv / summary.json.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,245 @@
+"""Sweeps: a member trained in a population equals the same config trained alone by Trainer; a sweep writes
+per-member runs and a summary, resumes exactly after a kill, refuses a changed sweep, and reports bad files."""
+import json
+import textwrap
+
+import pytest
+import torch
+
+from spatial.analyse import load_trained
+from spatial.cli import main
+from spatial.config import SpatialConfig
+from spatial.sweep import Member, PopulationTrainer, assign_groups, load_sweep, run_sweep
+from spatial.train import Trainer
+from temt_core.checkpoint import latest_checkpoint, load_checkpoint
+from temt_core.config import ConfigError, load_config
+
+TINY = ["model.pos_dim=16", "walks.sizes=[4, 5]", "walks.walk_length=[30, 60]", "train.chunk_length=20",
+        "train.batch_size=4", "eval.steps=40", "eval.n_worlds=4", "train.steps=8"]
+# members differ in seed and in energy weight, init std, learning rate, clip, loss steps, capacity and dedup
+# threshold; de-duplication is on for all (init std 0: every move starts as a no-op, so positions repeat and
+# duplicates are certain)
+ARMS = [["train.seed=0", "model.w_reg_e=0.01", "model.transition_init_std=0.0", "train.lr_max=0.00094"],
+        ["train.seed=1", "model.w_reg_e=0.1", "model.transition_init_std=0.3", "train.lr_max=0.003",
+         "train.grad_clip=0.5", "train.loss_on=all"],
+        ["train.seed=2", "model.w_reg_e=0.0", "model.transition_init_std=0.5", "train.lr_max=0.0005",
+         "model.max_memories=15", "model.dedup_threshold=0.8", "train.lr_half_life=3.0"]]
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
+def test_member_equals_trainer_alone(tmp_path, dtype, tol):
+    members = [Member(f"m{i}", {}, load_config(SpatialConfig, None, TINY + a)) for i, a in enumerate(ARMS)]
+    assert len(assign_groups(members)) == 1
+    pop = PopulationTrainer(members, tmp_path / "g", [tmp_path / m.name for m in members], dtype=dtype)
+    alone = []
+    for m in members:
+        t = Trainer(m.config, tmp_path / f"alone-{m.name}", progress=False)
+        if dtype == torch.float64:
+            t.model.double()                   # same parameters (the optimizer holds them), now float64
+        alone.append(t)
+    for step in range(8):
+        stats = pop.train_step([w.next_chunk(20) for w in pop.walks])
+        for p, t in enumerate(alone):
+            s = t.train_step(t.walks.next_chunk(20))
+            for k in ("loss", "x_pi", "reg_e", "reg_w", "grad_norm"):
+                assert s[k] == pytest.approx(stats[p][k], rel=tol, abs=tol), (step, p, k)
+            assert (s["correct"] == stats[p]["correct"]).all()
+    for p, t in enumerate(alone):
+        mine = pop.population.member_state_dict(p)
+        for name, v in t.model.state_dict().items():
+            torch.testing.assert_close(mine[name], v, rtol=tol, atol=tol)
+        st = pop.population.member_state(pop.state, p, 4)
+        assert st.count.tolist() == t.state.count.tolist()
+    assert alone[1].state.memory.valid.sum() > 0
+    assert max(pop.population.member_state(pop.state, 2, 4).memory.valid.sum(1).tolist()) <= 15
+    # duplicates were dropped: fewer memories than steps walked in the current worlds of member 0
+    assert int(alone[0].state.count.sum()) < 4 * 8 * 20
+
+
+SWEEP = """
+base:
+  model: {pos_dim: 16}
+  walks: {sizes: [4, 5], walk_length: [30, 60]}
+  train: {chunk_length: 20, batch_size: 4, steps: 10, log_every: 5, checkpoint_every: 5, keep_checkpoints: 2}
+  eval: {every: 5, steps: 40, n_worlds: 4}
+members:
+  - {model.pos_dim: 16}
+  - {model: {pos_dim: 12}, train.lr_max: 0.002}
+grid:
+  model.w_reg_e: [0.01, 0.1]
+seeds: [0, 3]
+"""
+
+
+def _write(tmp_path, text, name="sweep.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def _strip(path):
+    return [{k: v for k, v in json.loads(l).items() if "per_s" not in k} for l in path.read_text().splitlines()]
+
+
+def test_sweep_runs_groups_and_writes_members_and_summary(tmp_path):
+    f = _write(tmp_path, SWEEP)
+    members = load_sweep(f)
+    assert len(members) == 8 and sorted({m.group for m in members}) == [0, 1]     # pos_dim 16 and 12
+    out = tmp_path / "out"
+    run_sweep(f, out, progress=False, dtype=torch.float64)                       # float64: exact comparisons
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["rows"]) == 8 * 2                                         # 8 members x evals at 5, 10
+    assert len(summary["arms"]) == 4 and all(a["seeds"] == 2 for a in summary["arms"])
+    assert (out / "summary.csv").read_text().count("\n") == 1 + 16
+    assert "| arm | seeds |" in (out / "summary.md").read_text()
+    for m in members:
+        d = out / "members" / m.name
+        assert json.loads((d / "run.json").read_text())["seed"] == m.config.train.seed
+        log = _strip(d / "metrics.jsonl")
+        assert [r["step"] for r in log if r["split"] == "train"] == [5, 10]
+        model, config, step = load_trained(d)                                    # what `analyse` reads
+        assert step == 10 and config == m.config
+    # a member's run (training, logs, evaluations) equals the same config trained alone by Trainer
+    m = members[5]
+    alone = Trainer(m.config, tmp_path / "alone", progress=False)
+    alone.model.double()
+    alone.run()
+    tensors = load_checkpoint(latest_checkpoint(out / "members" / m.name))[0]
+    for name, v in alone.model.state_dict().items():
+        torch.testing.assert_close(tensors[f"model.{name}"], v, rtol=1e-10, atol=1e-12)
+    logs = [_strip(p / "metrics.jsonl") for p in (tmp_path / "alone", out / "members" / m.name)]
+    assert [r.keys() for r in logs[0]] == [r.keys() for r in logs[1]]
+    for a, b in zip(*logs):                  # train records (loss, parts, accuracies) and evaluations
+        for k in a:
+            if isinstance(a[k], float):
+                assert a[k] == pytest.approx(b[k], rel=1e-9, nan_ok=True), k
+            else:
+                assert a[k] == b[k], k
+
+
+def test_cli_sweep_and_no_overwrite(tmp_path, capsys):
+    f = _write(tmp_path, SWEEP.replace("steps: 10,", "steps: 4,").replace("seeds: [0, 3]", "seeds: [1]"))
+    assert main(["sweep", str(f), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert "4 members trained" in capsys.readouterr().out
+    assert main(["sweep", str(f), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert "already holds a sweep" in capsys.readouterr().err
+
+
+
+def test_a_diverging_member_is_dropped_and_the_others_go_on(tmp_path, capsys, monkeypatch):
+    f = _write(tmp_path, SWEEP.replace("seeds: [0, 3]", "seeds: [1]").replace(
+        "pos_dim: 16}\n  walks", "pos_dim: 16, bound: null, activation: linear}\n  walks"))   # unbounded: it can
+    run_sweep(f, tmp_path / "calm", progress=False, dtype=torch.float64)
+    original = PopulationTrainer.train_step
+
+    def exploding(self, chunks):             # blow member m001's transitions up after the first checkpoint
+        if self.step == 6 and self.members[1].name.startswith("m001"):
+            with torch.no_grad():
+                self.population.param("positions.U")[1].add_(1e30)
+        return original(self, chunks)
+    monkeypatch.setattr(PopulationTrainer, "train_step", exploding)
+    run_sweep(f, tmp_path / "wild", progress=False, dtype=torch.float64)
+    wild = tmp_path / "wild" / "members"
+    info = json.loads((wild / "m001-pos_dim=16_w_reg_e=0.1_seed1" / "diverged.json").read_text())
+    assert info["step"] == 7 and "became non-finite" in info["error"]
+    assert not (wild / "m001-pos_dim=16_w_reg_e=0.1_seed1" / "metrics.json").exists()
+    for m in load_sweep(f):                  # the others finished with the numbers they have without it
+        if m.name.startswith("m001"):
+            continue
+        a, b = (load_checkpoint(latest_checkpoint(tmp_path / run / "members" / m.name))[0] for run in ("calm", "wild"))
+        for k, v in a.items():
+            if k.startswith("model."):
+                torch.testing.assert_close(b[k], v, rtol=1e-10, atol=1e-12)
+    summary = json.loads((tmp_path / "wild" / "summary.json").read_text())
+    assert summary["diverged"] == {"m001-pos_dim=16_w_reg_e=0.1_seed1": 7}
+    assert [a["seeds"] for a in summary["arms"]] == [1, 1, 1]          # the diverged arm is left out
+    assert "m001-pos_dim=16_w_reg_e=0.1_seed1: step 7" in (tmp_path / "wild" / "summary.md").read_text()
+    # resuming for more steps continues the survivors from the checkpoint that no longer holds the dropped member
+    monkeypatch.setattr(PopulationTrainer, "train_step", original)
+    longer = _write(tmp_path, f.read_text().replace("steps: 10,", "steps: 12,"), "longer.yaml")
+    run_sweep(longer, tmp_path / "wild", resume=True, progress=False, dtype=torch.float64)
+    for m in load_sweep(longer):
+        done = wild / m.name / ("diverged.json" if m.name.startswith("m001") else "metrics.json")
+        assert json.loads(done.read_text())["step"] == (7 if m.name.startswith("m001") else 12)
+    # through the command line: exit 0, the dropped member named
+    monkeypatch.setattr(PopulationTrainer, "train_step", exploding)
+    assert main(["sweep", str(f), "--out", str(tmp_path / "cli"), "--quiet"]) == 0
+    assert "1 diverged and were dropped: m001-pos_dim=16_w_reg_e=0.1_seed1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text,message", [
+    ("grid: {model.w_reg_e: [0.1]}\nseed: [1]\n", r"sweep.yaml: unknown key 'seed' in the sweep file \(did you mean "
+                                                  r"'seeds'\?\)"),
+    ("grid: {model.w_reg: [0.1]}\n", r"sweep.yaml: grid: key 'model.w_reg' does not exist \(did you mean "
+                                     r"'model.w_reg_[ew]'\?\); valid keys in 'model': model.n_actions"),
+    ("grid: {modle.w_reg_e: [0.1]}\n", r"key 'modle.w_reg_e' does not exist"),
+    ("grid: {}\n", r"grid is empty"),
+    ("grid: {model.w_reg_e: []}\n", r"grid key 'model.w_reg_e' needs a non-empty list"),
+    ("grid: {model.w_reg_e: 0.1}\n", r"grid key 'model.w_reg_e' needs a non-empty list"),
+    ("grid: {model: [1]}\n", r"key 'model' is a config section"),
+    ("members: [{model.landmark: stimulus}]\n", r"landmark populations are not supported yet"),
+    ("members: []\n", r"members must be a non-empty list"),
+    ("members: [{model.w_g: 2.0}]\ngrid: {model.w_g: [1.0]}\n", r"'model.w_g' is set both by a member and by the grid"),
+    ("grid: {model.activation: [relu, swish]}\n", r"activation must be one of"),
+    ("grid: {train.seed: [1, 2]}\nseeds: [0]\n", r"train.seed is set both by seeds and by grid/members"),
+    ("seeds: []\n", r"seeds must be a non-empty list of integers"),
+    ("seeds: [1, 1]\n", r"seeds has repeated values"),
+    ("base_config: nowhere.yaml\n", r"base_config 'nowhere.yaml' does not exist"),
+    ("base: {model: {pos_dimm: 3}}\n", r"base: unknown config key 'model.pos_dimm'"),
+    ("grid: {model.w_reg_e: [0.1, 0.1]}\n", r"have the same config"),
+    ("- 1\n", r"the top level must be a mapping"),
+])
+def test_bad_sweep_files_are_reported(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_sweep(_write(tmp_path, text))
+
+
+def test_cli_reports_bad_sweep_files(tmp_path, capsys):
+    f = _write(tmp_path, "grid: {model.w_reg: [0.1]}\n")
+    assert main(["sweep", str(f), "--out", str(tmp_path / "o")]) == 2
+    assert "key 'model.w_reg' does not exist" in capsys.readouterr().err
+    assert main(["sweep", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["sweep", str(f), "--out", str(tmp_path / "o"), "model.pos_dim=3"]) == 2
+    assert "sweep takes no key=value overrides" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_example_sweep_file():
+    members = load_sweep("configs/spatial/sweeps/quick-seeds.yaml")
+    assert len(members) == 4 and {m.group for m in members} == {0}
+    assert sorted((m.config.model.w_reg_e, m.config.train.seed) for m in members) == \
+        [(0.01, 0), (0.01, 1), (0.1, 0), (0.1, 1)]
+
+
+@pytest.mark.slow
+def test_sweep_sharded_over_two_processes(tmp_path):
+    """accelerate launch with 2 CPU processes (gloo): each trains half of the members; rank 0's summary has all,
+    and every member equals the one-process sweep's to float32 tolerance."""
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+    f = _write(tmp_path, SWEEP.replace("steps: 10,", "steps: 6,").replace("every: 5,", "every: 6,")
+               .replace("seeds: [0, 3]", "seeds: [1]"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launcher = Path(sys.executable).parent / "accelerate"
+    cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+           "-m", "spatial", "sweep", str(f), "--out", str(tmp_path / "two"), "--quiet"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=Path(__file__).parents[2])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "two" / "groups").iterdir()) == ["g0-r0", "g0-r1", "g1-r0", "g1-r1"]
+    run_sweep(f, tmp_path / "one", progress=False)
+    rows = [json.loads((tmp_path / run / "summary.json").read_text())["rows"] for run in ("two", "one")]
+    assert [r["member"] for r in rows[0]] == [r["member"] for r in rows[1]] and len(rows[0]) == 4
+    for m in load_sweep(f):
+        a, b = (load_trained(tmp_path / run / "members" / m.name)[0] for run in ("two", "one"))
+        for (k, v), (_, v2) in zip(a.state_dict().items(), b.state_dict().items()):
+            torch.testing.assert_close(v, v2, rtol=1e-4, atol=1e-4)
+    plan = json.loads((tmp_path / "two" / "plan.json").read_text())
+    assert plan["processes"] == 2
+    with pytest.raises(ConfigError, match=r"trained by 2 process\(es\); resume it with as many \(got 1\)"):
+        run_sweep(f, tmp_path / "two", resume=True, progress=False)
