@@ -40,7 +40,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .positions import RESET, _activate_into, _activation_grad, _columns, wide_transitions
+from .positions import RESET, _activate_into, _activation_grad, _columns, transition_grad, wide_transitions
 
 _LN_EPS = 1e-5          # zscore()'s layer-norm epsilon
 _NORM_EPS = 1e-12       # F.normalize's
@@ -280,15 +280,7 @@ class _LandmarkLoop(torch.autograd.Function):
                 d_init = d_init + (d_pi * reset[t, :, None]).sum(0)
             torch.mul(d_pi, dsig[t], out=dh_all[t])
             de = torch.mm(dh_all[t], wide_t).gather(1, cols[t])
-        dW = None
-        if ctx.needs_input_grad[1]:
-            prev = torch.cat([e0.unsqueeze(0), e_all[:-1]], 0).reshape(T * B, E)
-            flat = actions.t().clamp(min=0).reshape(-1)
-            order = torch.argsort(flat)
-            counts = torch.bincount(flat, minlength=A).tolist()
-            prev_sorted = prev[order].split(counts)
-            dh_sorted = dh_all.reshape(T * B, E)[order].split(counts)
-            dW = torch.stack([p.t().mm(d) for p, d in zip(prev_sorted, dh_sorted)])
+        dW = transition_grad(e0, e_all, dh_all, actions, A) if ctx.needs_input_grad[1] else None
         n_x = ctx.n_x
         d_gram = dS.new_zeros(n_x * n_x).index_add_(0, gram_index.reshape(-1), dS.reshape(-1)).view(n_x, n_x)
         d_pre_flat = d_pre_all.reshape(T * B, E)

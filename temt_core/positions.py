@@ -138,18 +138,26 @@ class _FusedRecurrence(torch.autograd.Function):
                 d_init = d_init + (de * reset[t, :, None]).sum(0)
             torch.mul(de, dsig[t], out=dh_all[t])
             de = torch.mm(dh_all[t], wide_t).gather(1, cols[t])           # gradient on y_{t-1}
-        dW = None
-        if ctx.needs_input_grad[1]:
-            prev = torch.cat([e0.unsqueeze(0), y_all[:-1]], 0).reshape(T * B, E)
-            # dW_a = prev_a^T dh_a over the samples that took action a: sort by action, one matmul per action
-            # (4x cheaper than a one-hot (A*E, N) product). RESET rows have dh = 0, so their action id is moot.
-            flat = actions.t().clamp(min=0).reshape(-1)
-            order = torch.argsort(flat)
-            counts = torch.bincount(flat, minlength=A).tolist()
-            prev_sorted = prev[order].split(counts)
-            dh_sorted = dh_all.reshape(T * B, E)[order].split(counts)
-            dW = torch.stack([p.t().mm(d) for p, d in zip(prev_sorted, dh_sorted)])
+        dW = transition_grad(e0, y_all, dh_all, actions, A) if ctx.needs_input_grad[1] else None
         return de, dW, d_init, None, None, None
+
+
+def transition_grad(e0: torch.Tensor, y_all: torch.Tensor, dh_all: torch.Tensor, actions: torch.Tensor,
+                    n_actions: int) -> torch.Tensor:
+    """dW_a = sum over the steps that took action a of y_{t-1}^T dh_t, for a recurrence h_t = y_{t-1} W_{a_t}.
+
+    e0 (B, E) position before the chunk, y_all (T, B, E) positions, dh_all (T, B, E) gradients on h, actions (B, T).
+    Samples are sorted by action and each action gets one matmul (4x cheaper than a one-hot (A*E, N) product).
+    RESET rows must have dh = 0 (their output is e_init), so their action id is moot.
+    """
+    T, B, E = y_all.shape
+    prev = torch.cat([e0.unsqueeze(0), y_all[:-1]], 0).reshape(T * B, E)
+    flat = actions.t().clamp(min=0).reshape(-1)
+    order = torch.argsort(flat)
+    counts = torch.bincount(flat, minlength=n_actions).tolist()
+    prev_sorted = prev[order].split(counts)
+    dh_sorted = dh_all.reshape(T * B, E)[order].split(counts)
+    return torch.stack([p.t().mm(d) for p, d in zip(prev_sorted, dh_sorted)])
 
 
 def _columns(actions: torch.Tensor, E: int) -> torch.Tensor:
