@@ -36,3 +36,10 @@ cat "$OUT/core_speed_cuda.json"
 timeout 120 $PY benchmarks/long_memory.py --steps 100000 --batch 4 --device cuda > "$OUT/long_memory_cuda.json" \
     2> "$OUT/long_memory_cuda.err"; echo "long_memory rc=$?"
 cat "$OUT/long_memory_cuda.json"
+# issue 7: landmark correction (fused loop vs parallel vs sequential) and populations of models
+(cd benchmarks && timeout 150 $PY landmark_speed.py --device cuda --chunks 12 --slow-chunks 3) > "$OUT/landmark_speed_cuda.json" \
+    2> "$OUT/landmark_speed_cuda.err"; echo "landmark_speed rc=$?"
+cat "$OUT/landmark_speed_cuda.json"
+timeout 150 $PY benchmarks/population_speed.py --device cuda --members 8 32 > "$OUT/population_speed_cuda.json" \
+    2> "$OUT/population_speed_cuda.err"; echo "population_speed rc=$?"
+cat "$OUT/population_speed_cuda.json"
