@@ -17,7 +17,8 @@ The sweep file:
 
 Members whose shapes or code paths differ (population.structure_key, plus the training loop's shape: steps,
 batch, chunk, logging, checkpoint and eval cadence, device) are put into separate groups automatically; each
-group is trained as one population. The output directory:
+group is trained as one population, except members a population cannot hold yet (landmark correction), which
+are trained one after another by the plain Trainer into the same member layout. The output directory:
     plan.json              every member: name, group, overrides, resolved config (checked on --resume)
     groups/gK/             the population's checkpoints (checkpoints/step-N, LATEST) and log.jsonl
     members/NAME/          config.yaml, run.json, metrics.jsonl, metrics.json and checkpoints/ of one member,
@@ -60,7 +61,7 @@ from temt_core.population import PopulationAdam, TEMtPopulation, check_populatio
 
 from .config import SpatialConfig
 from .metrics import accuracy_summary
-from .train import RESUMABLE_CHANGES, _flat_diff, evaluate, git_commit, learning_rate
+from .train import RESUMABLE_CHANGES, Trainer, _flat_diff, evaluate, git_commit, learning_rate
 from .walks import WalkStream
 
 SWEEP_KEYS = ("base_config", "base", "grid", "members", "seeds")
@@ -231,17 +232,23 @@ def group_key(config: SpatialConfig) -> tuple:
     return structure_key(config.model), t, e
 
 
+def trains_alone(config: SpatialConfig) -> bool:
+    """Members a population cannot hold (landmark correction: TEMtPopulation runs the parallel path only) are trained
+    one after another with the plain Trainer, into the same member folder layout."""
+    try:
+        check_population_config(config.model)
+        return False
+    except ValueError:
+        return True
+
+
 def assign_groups(members: list[Member], where: str = "sweep") -> list[list[Member]]:
     keys: list = []
     for m in members:
-        try:
-            check_population_config(m.config.model, f"{where}: member {m.name}")
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
         if m.config.walks.kind == "graph":
             raise ConfigError(f"{where}: member {m.name}: walks.kind='graph' needs worlds given in code; sweeps "
                               "train square or hex worlds")
-        k = group_key(m.config)
+        k = ("alone",) + group_key(m.config) if trains_alone(m.config) else group_key(m.config)
         if k not in keys:
             keys.append(k)
         m.group = keys.index(k)
@@ -636,16 +643,37 @@ def run_sweep(sweep_file: str | Path, out: str | Path, resume: bool = False, pro
             if resume and latest_checkpoint(gdir) is not None and all(_finished(d, steps) for d in dirs):
                 bar.update(len(mine) * steps)
                 continue
-            trainer = PopulationTrainer(mine, gdir, dirs, resume=resume, bar=bar, dtype=dtype)
-            bar.update(len(mine) * trainer.step)
             bar.set_description(f"sweep group {g + 1}/{len(groups)}")
-            trainer.run()
+            if trains_alone(mine[0].config):
+                _train_alone(mine, dirs, resume, bar, dtype)
+            else:
+                trainer = PopulationTrainer(mine, gdir, dirs, resume=resume, bar=bar, dtype=dtype)
+                bar.update(len(mine) * trainer.step)
+                trainer.run()
             if world == 1:
                 write_summary(out, members)
     finally:
         bar.close()
     barrier()
     return write_summary(out, members) if rank == 0 else None
+
+
+def _train_alone(members: list[Member], dirs: list[Path], resume: bool, bar, dtype) -> None:
+    """Members that cannot share a population, one after another, each a plain `temt-spatial train` run in its
+    member folder (a resumed sweep resumes each from its own checkpoints)."""
+    if dtype != torch.float32:
+        raise ConfigError(f"member {members[0].name}: members trained alone (landmark correction) run in float32 "
+                          f"only (got {dtype})")
+    for m, d in zip(members, dirs):
+        steps = m.config.train.steps
+        if _finished(d, steps):
+            bar.update(steps)
+            continue
+        trainer = Trainer(m.config, d, resume=resume and latest_checkpoint(d) is not None, progress=False)
+        start = trainer.step
+        bar.update(start)
+        trainer.run()
+        bar.update(steps - start)
 
 
 def _finished(member_dir: Path, steps: int) -> bool:

@@ -117,6 +117,38 @@ def test_sweep_runs_groups_and_writes_members_and_summary(tmp_path):
                 assert a[k] == b[k], k
 
 
+def test_landmark_members_train_alone_like_trainer(tmp_path):
+    """Landmark models cannot share a population: the sweep trains them one by one with the plain Trainer, in the
+    same member layout, next to a population group, and resumes them."""
+    text = """
+    base:
+      model: {pos_dim: 16}
+      walks: {sizes: [4, 5], walk_length: [30, 60]}
+      train: {chunk_length: 20, batch_size: 4, steps: 6, log_every: 3, checkpoint_every: 3}
+      eval: {every: 6, steps: 40, n_worlds: 4}
+    grid: {model.landmark: [null, product]}
+    seeds: [0, 1]
+    """
+    f = _write(tmp_path, text)
+    members = load_sweep(f)
+    groups = assign_groups(members)
+    assert [sorted(m.config.model.landmark or "-" for m in g) for g in groups] == [["-", "-"], ["product", "product"]]
+    out = tmp_path / "out"
+    run_sweep(f, out, progress=False)
+    m = next(m for m in members if m.config.model.landmark == "product" and m.config.train.seed == 1)
+    alone = Trainer(m.config, tmp_path / "alone", progress=False)
+    alone.run()
+    tensors = load_checkpoint(latest_checkpoint(out / "members" / m.name))[0]
+    for name, v in alone.model.state_dict().items():
+        assert torch.equal(tensors[f"model.{name}"], v), name          # the same code path, so bit-identical
+    rows = json.loads((out / "summary.json").read_text())["rows"]
+    assert sorted(r["member"] for r in rows) == sorted(x.name for x in members)
+    # resume: a finished sweep resumes to the same numbers without training again
+    before = (out / "members" / m.name / "metrics.jsonl").read_text()
+    run_sweep(f, out, resume=True, progress=False)
+    assert (out / "members" / m.name / "metrics.jsonl").read_text() == before
+
+
 def test_cli_sweep_and_no_overwrite(tmp_path, capsys):
     f = _write(tmp_path, SWEEP.replace("steps: 10,", "steps: 4,").replace("seeds: [0, 3]", "seeds: [1]"))
     assert main(["sweep", str(f), "--out", str(tmp_path / "out"), "--quiet"]) == 0
@@ -177,7 +209,6 @@ def test_a_diverging_member_is_dropped_and_the_others_go_on(tmp_path, capsys, mo
     ("grid: {model.w_reg_e: []}\n", r"grid key 'model.w_reg_e' needs a non-empty list"),
     ("grid: {model.w_reg_e: 0.1}\n", r"grid key 'model.w_reg_e' needs a non-empty list"),
     ("grid: {model: [1]}\n", r"key 'model' is a config section"),
-    ("members: [{model.landmark: stimulus}]\n", r"landmark populations are not supported yet"),
     ("members: []\n", r"members must be a non-empty list"),
     ("members: [{model.w_g: 2.0}]\ngrid: {model.w_g: [1.0]}\n", r"'model.w_g' is set both by a member and by the grid"),
     ("grid: {model.activation: [relu, swish]}\n", r"activation must be one of"),
