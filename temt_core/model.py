@@ -23,7 +23,8 @@ Losses (TEM's set; parts are returned unweighted, `loss` is the weighted sum):
     x_pi      cross-entropy of the prediction from the path-integrated position   (on loss_mask steps)
     x_corr    cross-entropy of the prediction from the corrected position         (landmark only)
     g         squared error between path-integrated and corrected positions       (landmark only)
-    reg_e     L2 of the positions, sum over units, mean over steps                (TEM: 0.01)
+    reg_e     energy of the positions (energy.py): TEM's sum over units of e^2, mean over steps (weight 0.01);
+              or its mean over units, or a per-unit activity budget
     reg_w     L2 of the transition updates U_a = W_a - I                          (spec: 0.001)
     nonneg    squared negative part of the positions, only if w_nonneg > 0        (our addition, default off)
 
@@ -45,6 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import Keys, TEMtAttention, zscore
+from .energy import ENERGY_KINDS, energy_penalty
 from .landmark import QUERIES, LandmarkCorrection, LandmarkKeys
 from .landmark_loop import DedupStore, landmark_loop, store_keys
 from .memory import MemoryStore, find_duplicates, slot_ids
@@ -82,6 +84,8 @@ class TEMtConfig:
     w_x_corr: float = 1.0
     w_g: float = 1.0
     w_reg_e: float = 0.01               # TEM's L2 on g
+    energy: str = "sum"                 # form of reg_e: 'sum' (TEM) | 'mean' (per unit) | 'budget' (energy.py)
+    energy_budget: float = 0.1          # 'budget': mean e^2 per unit allowed before it is penalised
     w_reg_w: float = 0.001              # spec L3: weight L2 0.001, on the transition updates
     w_nonneg: float = 0.0               # penalty on negative activity, sum relu(-e)^2 (not in the paper: a soft
                                         # non-negativity for linear codes, spec L3 / Whittington et al. 2023)
@@ -99,6 +103,10 @@ class TEMtConfig:
             problems.append(f"recurrence must be one of {METHODS} (got {self.recurrence!r})")
         if self.recurrence == "scan" and (self.activation != "linear" or self.bound is not None):
             problems.append("recurrence='scan' needs activation='linear' and bound=None")
+        if self.energy not in ENERGY_KINDS:
+            problems.append(f"energy must be one of {ENERGY_KINDS} (got {self.energy!r})")
+        if not self.energy_budget >= 0:
+            problems.append(f"energy_budget must be >= 0 (got {self.energy_budget})")
         if self.landmark is not None and self.landmark not in QUERIES:
             problems.append(f"landmark must be None or one of {QUERIES} (got {self.landmark!r})")
         if self.stay_action is not None and not 0 <= self.stay_action < self.n_actions:
@@ -344,7 +352,7 @@ class TEMt(nn.Module):
             return (ce * weights).sum() / denom
 
         parts = {"x_pi": masked_ce(run["logits"]),
-                 "reg_e": run["e"].square().sum(-1).mean(),
+                 "reg_e": energy_penalty(run["e"], c.energy, c.energy_budget),
                  "reg_w": self.positions.updates().square().sum()}
         if c.w_nonneg:
             parts["nonneg"] = torch.relu(-run["e"]).square().sum(-1).mean()

@@ -42,6 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import Keys, zscore
+from .energy import energy_penalty
 from .memory import MemoryStore, find_duplicates, slot_ids
 from .model import TEMt, TEMtConfig, TEMtState
 from .positions import RESET, _activate_into, _activation_grad
@@ -422,7 +423,8 @@ class TEMtPopulation(nn.Module):
         denom = weights.sum((1, 2)).clamp(min=1.0)                                # (P,)
         ce = F.cross_entropy(logits.flatten(0, 1), x.flatten(), reduction="none").view(P, B, T)
         parts = {"x_pi": (ce * weights).sum((1, 2)) / denom,
-                 "reg_e": e.square().sum(-1).mean((1, 2)),
+                 # energy and energy_budget are grouping keys: every member of a population has the same
+                 "reg_e": energy_penalty(e, self.configs[0].energy, self.configs[0].energy_budget),
                  "reg_w": U.square().sum((1, 2, 3))}
         w = lambda name: self.number(name, e)
         losses = w("w_x_pi") * parts["x_pi"] + w("w_reg_e") * parts["reg_e"] + w("w_reg_w") * parts["reg_w"]
