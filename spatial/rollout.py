@@ -59,8 +59,9 @@ def run_rollout(model: TEMt, walks: WalkConfig, n_worlds: int, steps: int, seed:
     record_side_lobe: keep, per step, the fraction of attention weight on memories stored far from the true node
     (side_lobe_fraction): one (B, T) number per step, computed chunk by chunk on the model's device, so it costs
     one scatter over the keys per chunk instead of keeping (B, T, K) memory neurons."""
-    stream = WalkStream(replace(walks, walk_length=(steps, steps)), n_worlds, seed=seed, worlds=worlds,
-                        fixed=worlds is not None)
+    # evaluation walks have exactly `steps` steps, whatever curriculum training used
+    stream = WalkStream(replace(walks, walk_length=(steps, steps), curriculum_chunks=0), n_worlds, seed=seed,
+                        worlds=worlds, fixed=worlds is not None)
     was_training = model.training
     model.eval()
     chunks, correct, positions, neurons, stored, side = [], [], [], [], [], []

@@ -38,6 +38,9 @@ class WalkConfig:
     repeat_bias: float = 2.0                     # TEM's port doubles the chance of repeating the last move
     heading_change: float = 0.25                 # per-step probability of a new heading ('heading' policy)
     walk_length: tuple[int, int] = (500, 1600)   # steps per world, drawn uniformly (TEM's late-training range)
+    curriculum_chunks: int = 0                   # >0: a walk-length curriculum over this many chunks (= training
+                                                 #   steps): each new world's range moves linearly from
+    curriculum_start: tuple[int, int] = (50, 200)  # this range to walk_length, then stays there. 0: off (TEM)
 
     def __post_init__(self):
         problems = []
@@ -52,6 +55,11 @@ class WalkConfig:
         lo, hi = self.walk_length
         if not 1 <= lo <= hi:
             problems.append(f"walk_length must be (min, max) with 1 <= min <= max (got {self.walk_length})")
+        lo, hi = self.curriculum_start
+        if not 1 <= lo <= hi:
+            problems.append(f"curriculum_start must be (min, max) with 1 <= min <= max (got {self.curriculum_start})")
+        if self.curriculum_chunks < 0:
+            problems.append(f"curriculum_chunks must be >= 0 (got {self.curriculum_chunks})")
         if self.repeat_bias <= 0 or not 0 <= self.heading_change <= 1:
             problems.append("repeat_bias must be > 0 and heading_change in [0, 1]")
         if problems:
@@ -90,6 +98,7 @@ class WalkStream:
         self.prev_action = np.full(B, -1, dtype=np.int64)
         self.heading = np.full(B, -1, dtype=np.int64)
         self.visited = np.zeros((B, N), dtype=bool)
+        self.chunks_done = np.zeros(1, dtype=np.int64)             # chunks drawn so far (the curriculum's clock)
         self.edge_taken = np.zeros((B, N, A), dtype=bool)
         self.stay = self.world_pool[0].stay_action
         self._pool_tables = [self._tables(w) for w in self.world_pool]
@@ -105,6 +114,14 @@ class WalkStream:
         prev = np.arange(A)
         weights[:, prev + 1, prev] *= np.where(avail, self.config.repeat_bias, 1.0)
         return world.transitions, n_avail, order, weights.cumsum(2)
+
+    def walk_lengths(self) -> tuple[int, int]:
+        """The (min, max) walk length a world started now gets: walk_length, or its place on the curriculum."""
+        c = self.config
+        if not c.curriculum_chunks:
+            return tuple(c.walk_length)
+        frac = min(1.0, int(self.chunks_done[0]) / c.curriculum_chunks)
+        return tuple(int(round(a + frac * (b - a))) for a, b in zip(c.curriculum_start, c.walk_length))
 
     def _new_world(self, slot: int) -> None:
         c = self.config
@@ -124,7 +141,8 @@ class WalkStream:
         self.world_index[slot] = k
         self.world_count[slot] += 1
         self.node[slot] = self.rng.integers(n)
-        self.steps_left[slot] = self.rng.integers(c.walk_length[0], c.walk_length[1] + 1)
+        lo, hi = self.walk_lengths()
+        self.steps_left[slot] = self.rng.integers(lo, hi + 1)
         self.prev_action[slot] = -1
         self.heading[slot] = -1
         self.visited[slot] = False
@@ -222,6 +240,7 @@ class WalkStream:
         base = np.where(starts, counts - first, 0)                       # count just before each world start
         base = np.maximum.accumulate(np.where(starts, base, -1), 0)
         n_visited = np.where(seg > 0, counts - base, n_visited0[None, :] + counts)
+        self.chunks_done += 1
         T = lambda a: np.ascontiguousarray(a.T)
         return {"x": T(x), "actions": T(actions), "nodes": T(nodes), "revisit": T(revisit), "new_edge": T(new_edge),
                 "edge_seen": T(edge_seen), "world": T(world_count), "world_index": T(world_index),
@@ -229,15 +248,20 @@ class WalkStream:
 
     # -- exact resume ------------------------------------------------------------------------------------------
     _STATE = ("transitions", "n_avail", "avail_list", "repeat_cum", "obs", "world_index", "world_count", "node", "steps_left",
-              "prev_action", "heading", "visited", "edge_taken")
+              "prev_action", "heading", "visited", "edge_taken", "chunks_done")
 
     def state_dict(self) -> dict:
         return {"arrays": {k: getattr(self, k).copy() for k in self._STATE},
                 "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict) -> None:
+        arrays = dict(state["arrays"])
+        if "chunks_done" not in arrays:         # saved before the curriculum existed: only the count is missing
+            if self.config.curriculum_chunks:
+                raise ValueError("this walk state was saved without a chunk count; it cannot resume a curriculum")
+            arrays["chunks_done"] = np.zeros(1, dtype=np.int64)
         for k in self._STATE:
-            arr = np.asarray(state["arrays"][k])
+            arr = np.asarray(arrays[k])
             if arr.shape != getattr(self, k).shape:
                 raise ValueError(f"walk state {k!r} has shape {arr.shape}, this stream expects "
                                  f"{getattr(self, k).shape} (another batch size or world set?)")
