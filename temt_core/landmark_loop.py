@@ -117,7 +117,7 @@ class _LandmarkLoop(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, e0, W, e_init, gram, gate_w, gate_b, actions, x, world, store, dedup_store,
-                activation, bound, product, dedup):
+                activation, bound, product, dedup, norm=None):
         ctx.set_materialize_grads(False)        # outputs the loss does not use (often the gate) get None
         B, T = actions.shape
         E = W.shape[-1]
@@ -171,6 +171,8 @@ class _LandmarkLoop(torch.autograd.Function):
             torch.gather(torch.mm(e, wide), 1, cols[t], out=h_all[t])
             e_pi = e_pi_all[t]
             _activate_into(h_all[t], e_pi, activation, bound)
+            if norm is not None:
+                e_pi.copy_(norm(e_pi))
             if reset_steps[t]:
                 e_pi.copy_(torch.where(reset[t, :, None], e_init, e_pi))
             if dedup is None:
@@ -210,7 +212,7 @@ class _LandmarkLoop(torch.autograd.Function):
                         chunk_ok[t + 1:, :, t] &= ~repeat
         ctx.save_for_backward(e0, W, e_init, gate_w, actions, h_all, e_all, e_pi_all, f_all, gin, w_all, L_all,
                               S, gram_index, values, keys_t, c_all)
-        ctx.activation, ctx.bound, ctx.product, ctx.n_x, ctx.M = activation, bound, product, n_x, M
+        ctx.activation, ctx.bound, ctx.product, ctx.n_x, ctx.M, ctx.norm = activation, bound, product, n_x, M, norm
         ctx.mark_non_differentiable(stored)
         return e_pi_all, e_all, f_all, stored
 
@@ -226,6 +228,9 @@ class _LandmarkLoop(torch.autograd.Function):
         cols = _columns(actions, E)
         wide_t = wide_transitions(W.transpose(1, 2))
         dsig = _activation_grad(h_all, ctx.activation, ctx.bound).masked_fill_(reset.unsqueeze(-1), 0.0)
+        norm = ctx.norm
+        if norm is not None:
+            unit, scale = norm.factors(h_all, ctx.activation)
         values_t = values.transpose(1, 2).contiguous()                      # (B, E, K) for d_w
         # per-step factors, all steps at once (fewer tiny ops inside the loop)
         e_ret_all = gin[:, :, :E]
@@ -278,7 +283,7 @@ class _LandmarkLoop(torch.autograd.Function):
             # back through the path integration
             if reset_steps[t]:
                 d_init = d_init + (d_pi * reset[t, :, None]).sum(0)
-            torch.mul(d_pi, dsig[t], out=dh_all[t])
+            torch.mul(d_pi if norm is None else norm.backward(d_pi, unit[t], scale[t]), dsig[t], out=dh_all[t])
             de = torch.mm(dh_all[t], wide_t).gather(1, cols[t])
         dW = transition_grad(e0, e_all, dh_all, actions, A) if ctx.needs_input_grad[1] else None
         n_x = ctx.n_x
@@ -286,7 +291,7 @@ class _LandmarkLoop(torch.autograd.Function):
         d_pre_flat = d_pre_all.reshape(T * B, E)
         d_gate_w = d_pre_flat.t().mm(gin.reshape(T * B, 2 * E + 1))
         d_gate_b = d_pre_flat.sum(0)
-        return (de, dW, d_init, d_gram, d_gate_w, d_gate_b) + (None,) * 9
+        return (de, dW, d_init, d_gram, d_gate_w, d_gate_b) + (None,) * 10
 
 
 class _StimulusGroups:
@@ -318,8 +323,9 @@ class _StimulusGroups:
 
 def landmark_loop(e0, W, e_init, gram, gate_w, gate_b, actions, x, world, store: StoreKeys,
                   dedup_store: DedupStore | None, activation: str, bound: float | None, product: bool,
-                  dedup: float | None):
-    """Run `_LandmarkLoop` (see the module docstring); returns e_pi, e, f as (B, T, E) and stored (B, T)."""
+                  dedup: float | None, norm=None):
+    """Run `_LandmarkLoop` (see the module docstring); returns e_pi, e, f as (B, T, E) and stored (B, T).
+    norm: the recurrence's positions.ModuleNorm, or None."""
     e_pi, e, f, stored = _LandmarkLoop.apply(e0, W, e_init, gram, gate_w, gate_b, actions, x, world, store,
-                                             dedup_store, activation, bound, product, dedup)
+                                             dedup_store, activation, bound, product, dedup, norm)
     return e_pi.transpose(0, 1), e.transpose(0, 1), f.transpose(0, 1), stored.t()

@@ -63,6 +63,8 @@ class TEMtConfig:
     pos_dim: int = 128                  # E; TEM's g has 120 units in 5 modules
     activation: str = "relu"            # sigma; the paper found grid cells with 'linear' and 'relu'
     bound: float | None = 1.0           # clamp e to [-bound, bound] after sigma (TEM clamps g to [-1, 1])
+    module_norm: float | None = None    # instead of the clamp (bound: null): each module's activity rescaled to this
+                                        # L2 norm after sigma (positions.ModuleNorm; issue 8's bounded activity)
     transition: str = "matrix"          # 'matrix': free U_a; 'mlp': TEM's MLP of the one-hot action;
                                         # 'orthogonal': W_a = Cayley(skew), a rotation (spec L8)
     transition_init_std: float = 0.113  # entries of U_a ~ N(0, (0.113 / sqrt(E))^2), 0.01 at E = 128. TEM's 0 (every
@@ -121,6 +123,11 @@ class TEMtConfig:
             problems.append(f"dedup_threshold must be in (-1, 1) or None (got {self.dedup_threshold})")
         if self.max_memories is not None and self.max_memories < 1:
             problems.append(f"max_memories must be >= 1 or None (got {self.max_memories})")
+        if self.module_norm is not None and (self.module_norm <= 0 or self.bound is not None):
+            problems.append(f"module_norm must be positive and needs bound=None (got module_norm={self.module_norm}, "
+                            f"bound={self.bound})")
+        if self.module_norm is not None and self.recurrence == "scan":
+            problems.append("recurrence='scan' cannot normalise modules: use 'fused' or 'auto' with module_norm")
         if self.bound is not None and self.bound <= 0:
             problems.append(f"bound must be positive or None (got {self.bound})")
         for f in fields(self):
@@ -175,7 +182,7 @@ class TEMt(nn.Module):
         self.positions = RecurrentPositions(
             c.n_actions, c.pos_dim, activation=c.activation, bound=c.bound, transition=c.transition,
             stay_action=c.stay_action, n_modules=c.n_modules, init_std=c.transition_init_std, method=c.recurrence,
-            inverse_actions=c.inverse_actions)
+            inverse_actions=c.inverse_actions, module_norm=c.module_norm)
         self.attention = TEMtAttention(c.pos_dim, c.n_stimuli, key_dim=c.key_dim, value_dim=c.value_dim,
                                        multiplier=c.attention_multiplier)
         self.attention_backend = "auto"     # 'explicit' | 'sdpa' | 'auto' (see TEMtAttention.forward)
@@ -258,7 +265,8 @@ class TEMt(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):
             e_pi, e, gate, stored = landmark_loop(
                 state.e.to(dtype), W, self.positions.e_init, gram, lm.gate.weight, lm.gate.bias, actions, x, world,
-                store, dedup_store, self.positions.activation, self.positions.bound, product, c.dedup_threshold)
+                store, dedup_store, self.positions.activation, self.positions.bound, product, c.dedup_threshold,
+                self.positions.norm)
         if self.positions.check_finite:
             raise_if_not_finite("positions e", e, hint=self.positions._stability_hint())
         z = zscore(e)

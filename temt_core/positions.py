@@ -78,6 +78,44 @@ def _activation_grad(h: torch.Tensor, activation: str, bound: float | None) -> t
     return d
 
 
+class ModuleNorm:
+    """Bounded activity without a clamp: after sigma, each module's activity vector is rescaled to a fixed norm,
+        y = r * a / ||a||   per block of E / n_modules units,   a = sigma(h)
+    (issue 8: hard non-negativity with bounded activity; with ReLU the code stays non-negative and every module
+    keeps the same total activity, so no unit can grow without the others shrinking). A module whose activity is
+    all zero stays zero. The Jacobian is r / ||a|| (I - y y^T / r^2) per module; `backward` applies it.
+    """
+
+    def __init__(self, norm: float, n_modules: int):
+        if not norm > 0:
+            raise ValueError(f"module_norm must be positive or None, got {norm}")
+        self.norm, self.n_modules = float(norm), n_modules
+
+    def _blocks(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.n_modules, -1))                       # (..., n_modules, E / n_modules)
+
+    def __call__(self, a: torch.Tensor) -> torch.Tensor:
+        """Out of place (autograd differentiates it): r * a / ||a|| per module."""
+        blocks = self._blocks(a)
+        n = torch.linalg.vector_norm(blocks, dim=-1, keepdim=True).clamp(min=1e-12)
+        return (blocks * (self.norm / n)).flatten(-2)
+
+    def factors(self, h: torch.Tensor, activation: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """For `backward`, all steps at once from the pre-activations: the unit direction a / ||a|| per module and
+        r / ||a||, shapes (..., n_modules, E / n_modules) and (..., n_modules, 1)."""
+        blocks = self._blocks(_ACTIVATIONS[activation][0](h))
+        n = torch.linalg.vector_norm(blocks, dim=-1, keepdim=True).clamp(min=1e-12)
+        return blocks / n, self.norm / n
+
+    def backward(self, dy: torch.Tensor, unit: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """Gradient on a given the gradient dy on y (..., E) and one step's `factors`."""
+        d = self._blocks(dy)
+        return (scale * (d - unit * (unit * d).sum(-1, keepdim=True))).flatten(-2)
+
+    def __repr__(self) -> str:
+        return f"ModuleNorm(norm={self.norm}, n_modules={self.n_modules})"
+
+
 def wide_transitions(W: torch.Tensor) -> torch.Tensor:
     """(A, E, E) -> (E, A*E): e @ wide gives all A candidate next states at once; column block a is e @ W_a."""
     A, E, _ = W.shape
@@ -94,7 +132,7 @@ class _FusedRecurrence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, e0, W, e_init, actions, activation, bound):
+    def forward(ctx, e0, W, e_init, actions, activation, bound, norm=None):
         # Time-major inside (T, B, E): every per-step slice is contiguous, which makes gather and the stores
         # several times cheaper than strided (B, T, E) slices.
         B, T = actions.shape
@@ -110,11 +148,13 @@ class _FusedRecurrence(torch.autograd.Function):
             # (B, E) = e_b W_{a_bt}; every op writes straight into its slot of the outputs (no extra copies)
             torch.gather(torch.mm(e, wide), 1, cols[t], out=h_all[t])
             _activate_into(h_all[t], y_all[t], activation, bound)
+            if norm is not None:
+                y_all[t] = norm(y_all[t])
             if reset_steps[t]:
                 y_all[t] = torch.where(reset[t, :, None], e_init, y_all[t])
             e = y_all[t]
         ctx.save_for_backward(e0, W, e_init, actions, h_all, y_all)
-        ctx.activation, ctx.bound = activation, bound
+        ctx.activation, ctx.bound, ctx.norm = activation, bound, norm
         return y_all.transpose(0, 1)                                      # (B, T, E) view
 
     @staticmethod
@@ -128,6 +168,9 @@ class _FusedRecurrence(torch.autograd.Function):
         wide_t = wide_transitions(W.transpose(1, 2))                                 # dh @ wide_t -> dh W_a^T blocks
         dsig = _activation_grad(h_all, ctx.activation, ctx.bound)         # (T, B, E), all steps at once
         dsig = dsig.masked_fill(reset.unsqueeze(-1), 0.0)
+        norm = ctx.norm
+        if norm is not None:
+            unit, scale = norm.factors(h_all, ctx.activation)
         grad_y = grad_y.transpose(0, 1).contiguous()                      # (T, B, E)
         dh_all = torch.empty_like(h_all)
         d_init = torch.zeros_like(e_init)
@@ -136,10 +179,10 @@ class _FusedRecurrence(torch.autograd.Function):
             de = de + grad_y[t]                                           # total gradient on y_t
             if reset_steps[t]:
                 d_init = d_init + (de * reset[t, :, None]).sum(0)
-            torch.mul(de, dsig[t], out=dh_all[t])
+            torch.mul(de if norm is None else norm.backward(de, unit[t], scale[t]), dsig[t], out=dh_all[t])
             de = torch.mm(dh_all[t], wide_t).gather(1, cols[t])           # gradient on y_{t-1}
         dW = transition_grad(e0, y_all, dh_all, actions, A) if ctx.needs_input_grad[1] else None
-        return de, dW, d_init, None, None, None
+        return de, dW, d_init, None, None, None, None
 
 
 def transition_grad(e0: torch.Tensor, y_all: torch.Tensor, dh_all: torch.Tensor, actions: torch.Tensor,
@@ -199,6 +242,8 @@ class RecurrentPositions(nn.Module):
         transition: 'matrix' (a free U_a per action), 'mlp' (TEM: U_a = MLP(one_hot(a)), tanh hidden) or
             'orthogonal' (W_a = Cayley(S_a) = (I - S_a)^-1 (I + S_a), S_a skew-symmetric: rotations; spec L8, a
             strong prior; the spec's example is exp(S_a), the Cayley map is the cheaper exactly-orthogonal map)
+        module_norm: instead of the clamp (bound=None), rescale each module's activity to this L2 norm after sigma
+            (ModuleNorm: bounded, and non-negative with ReLU); None: off.
         inverse_actions: pairs (a, b) of opposite moves; with 'orthogonal', W_b = W_a^T = W_a^-1 exactly
             (a path and its reverse cancel). Ignored by the other transitions.
         stay_action: the action whose transition is exactly the identity (TEM's 'stand still'), or None.
@@ -212,7 +257,7 @@ class RecurrentPositions(nn.Module):
     def __init__(self, n_actions: int, dim: int, activation: str = "relu", bound: float | None = 1.0,
                  transition: str = "matrix", stay_action: int | None = None, n_modules: int = 1,
                  init_std: float = 0.0, mlp_hidden: int = 20, method: str = "auto", check_finite: bool = True,
-                 inverse_actions: tuple = ()):
+                 inverse_actions: tuple = (), module_norm: float | None = None):
         super().__init__()
         if n_actions < 1:
             raise ValueError(f"n_actions must be >= 1, got {n_actions}")
@@ -230,6 +275,10 @@ class RecurrentPositions(nn.Module):
             raise ValueError(f"stay_action must be in [0, {n_actions}) or None, got {stay_action}")
         if n_modules < 1 or dim % n_modules:
             raise ValueError(f"n_modules must divide dim={dim}, got {n_modules}")
+        if module_norm is not None and bound is not None:
+            raise ValueError(f"module_norm bounds the activity in place of the clamp: set bound=None "
+                             f"(got bound={bound})")
+        self.norm = None if module_norm is None else ModuleNorm(module_norm, n_modules)
         self.n_actions, self.dim = n_actions, dim
         self.activation, self.bound, self.transition, self.method = activation, bound, transition, method
         self.stay_action, self.n_modules, self.check_finite = stay_action, n_modules, check_finite
@@ -241,6 +290,8 @@ class RecurrentPositions(nn.Module):
             e_init = e_init.abs()
         if bound is not None:
             e_init = e_init.clamp(-bound, bound)
+        if self.norm is not None:                    # start on the sphere the steps keep the code on
+            e_init = self.norm(e_init)
         self.e_init = nn.Parameter(e_init)
 
         for a, b in inverse_actions:
@@ -301,7 +352,8 @@ class RecurrentPositions(nn.Module):
         return self.updates() + torch.eye(self.dim, device=self.e_init.device, dtype=self.e_init.dtype)
 
     def activate(self, h: torch.Tensor) -> torch.Tensor:
-        return _activate(h, self.activation, self.bound)
+        y = _activate(h, self.activation, self.bound)
+        return y if self.norm is None else self.norm(y)
 
     def initial(self, batch: int) -> torch.Tensor:
         """Start positions for a batch of fresh worlds, (B, E)."""
@@ -311,12 +363,12 @@ class RecurrentPositions(nn.Module):
         method = method or self.method
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        if method == "scan" and (self.activation != "linear" or self.bound is not None):
+        if method == "scan" and (self.activation != "linear" or self.bound is not None or self.norm is not None):
             raise ValueError("method='scan' needs activation='linear' and bound=None (a prefix product is only "
                              f"exact for a linear recurrence); this encoder has activation={self.activation!r}, "
                              f"bound={self.bound}. Use method='fused'.")
         if method == "auto":
-            linear = self.activation == "linear" and self.bound is None
+            linear = self.activation == "linear" and self.bound is None and self.norm is None
             method = "scan" if linear and device.type == "cuda" else "fused"
         return method
 
@@ -348,7 +400,8 @@ class RecurrentPositions(nn.Module):
             # (autocast would hand it low-precision matmul outputs), and a long product of transitions is where low
             # precision hurts most.
             with torch.autocast(device_type=actions.device.type, enabled=False):
-                e = _FusedRecurrence.apply(e0.to(W.dtype), W, self.e_init, actions, self.activation, self.bound)
+                e = _FusedRecurrence.apply(e0.to(W.dtype), W, self.e_init, actions, self.activation, self.bound,
+                                           self.norm)
         else:
             e = _scan_linear(e0, W, self.e_init, actions)
         if self.check_finite:
@@ -412,6 +465,8 @@ class RecurrentPositions(nn.Module):
         return e
 
     def _stability_hint(self) -> str:
+        if self.norm is not None:
+            return "the activity is normalised per module, so the weights themselves diverged: lower the learning rate"
         if self.bound is None:
             return ("the recurrence has no bound: set bound (TEM clamps to [-1, 1]) or add the L2 penalty on e "
                     "(reg_e) and lower the learning rate")
@@ -420,7 +475,7 @@ class RecurrentPositions(nn.Module):
     def extra_repr(self) -> str:
         return (f"n_actions={self.n_actions}, dim={self.dim}, activation={self.activation!r}, bound={self.bound}, "
                 f"transition={self.transition!r}, stay_action={self.stay_action}, n_modules={self.n_modules}, "
-                f"method={self.method!r}")
+                f"method={self.method!r}" + (f", module_norm={self.norm.norm}" if self.norm is not None else ""))
 
 
 def _tree_depths(parents: torch.Tensor) -> torch.Tensor:
