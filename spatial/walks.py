@@ -41,6 +41,9 @@ class WalkConfig:
     curriculum_chunks: int = 0                   # >0: a walk-length curriculum over this many chunks (= training
                                                  #   steps): each new world's range moves linearly from
     curriculum_start: tuple[int, int] = (50, 200)  # this range to walk_length, then stays there. 0: off (TEM)
+    shuffle_actions: bool = False                # negative control: the model sees each chunk's moves in a random
+                                                 #   order (RESETs kept in place), so its positions cannot follow
+                                                 #   the walk; nodes, stimuli and accuracy records stay the true ones
 
     def __post_init__(self):
         problems = []
@@ -242,9 +245,19 @@ class WalkStream:
         n_visited = np.where(seg > 0, counts - base, n_visited0[None, :] + counts)
         self.chunks_done += 1
         T = lambda a: np.ascontiguousarray(a.T)
+        if self.config.shuffle_actions:
+            actions = self._shuffled(actions)
         return {"x": T(x), "actions": T(actions), "nodes": T(nodes), "revisit": T(revisit), "new_edge": T(new_edge),
                 "edge_seen": T(edge_seen), "world": T(world_count), "world_index": T(world_index),
                 "n_visited": T(n_visited)}
+
+    def _shuffled(self, actions: np.ndarray) -> np.ndarray:
+        """(T, B) actions with each slot's moves permuted in time; RESET steps stay where they are."""
+        out = actions.copy()
+        for b in range(actions.shape[1]):
+            moves = np.flatnonzero(actions[:, b] != RESET)
+            out[moves, b] = actions[self.rng.permutation(moves), b]
+        return out
 
     # -- exact resume ------------------------------------------------------------------------------------------
     _STATE = ("transitions", "n_avail", "avail_list", "repeat_cum", "obs", "world_index", "world_count", "node", "steps_left",

@@ -52,3 +52,15 @@ def test_bad_curriculum_settings_are_named():
         WalkConfig(curriculum_start=(10, 5))
     with pytest.raises(ValueError, match="curriculum_chunks must be >= 0"):
         WalkConfig(curriculum_chunks=-1)
+
+
+def test_shuffled_actions_control_permutes_moves_only():
+    cfg = WalkConfig(sizes=(6,), walk_length=(30, 30))
+    true = WalkStream(cfg, batch_size=3, seed=5)
+    shuffled = WalkStream(WalkConfig(sizes=(6,), walk_length=(30, 30), shuffle_actions=True), batch_size=3, seed=5)
+    a, b = true.next_chunk(40), shuffled.next_chunk(40)
+    assert np.array_equal(a["nodes"], b["nodes"]) and np.array_equal(a["x"], b["x"])     # the walk is the same
+    assert np.array_equal(a["actions"] == RESET, b["actions"] == RESET)                   # resets stay put
+    for row_a, row_b in zip(a["actions"], b["actions"]):
+        assert sorted(row_a) == sorted(row_b)                                             # the same moves ...
+    assert not np.array_equal(a["actions"], b["actions"])                                 # ... in another order
