@@ -23,6 +23,9 @@ class TrainConfig:
     lr_half_life: float = 4000.0
     grad_clip: float = 2.0               # TEM's gradient-norm clip
     loss_on: str = "revisit"             # 'revisit' (TEM: only arrivals at visited nodes) | 'all'
+    w_isometry: float = 0.0              # positive control (spatial/isometry.py): weight of the conformal-isometry
+    isometry_scale: float = 1.0          #   loss on true displacements, and its scale s (||de|| = s ||dx||);
+                                         #   0 = off, as in TEM-t, which never sees coordinates
     seed: int = 0
     threads: int = 1                     # torch threads; small models run faster single-threaded on 2 cores
     device: str = "cpu"
@@ -33,6 +36,9 @@ class TrainConfig:
     def __post_init__(self):
         if self.loss_on not in ("revisit", "all"):
             raise ValueError(f"loss_on must be 'revisit' or 'all' (got {self.loss_on!r})")
+        if not (self.w_isometry >= 0 and self.isometry_scale > 0):
+            raise ValueError(f"w_isometry must be >= 0 and isometry_scale > 0 (got {self.w_isometry}, "
+                             f"{self.isometry_scale})")
         for name in ("steps", "batch_size", "chunk_length", "log_every", "checkpoint_every", "threads",
                      "keep_checkpoints"):
             if getattr(self, name) < 1:

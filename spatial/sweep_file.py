@@ -188,6 +188,8 @@ def group_key(config: SpatialConfig) -> tuple:
 def trains_alone(config: SpatialConfig) -> bool:
     """Members a population cannot hold (landmark correction: TEMtPopulation runs the parallel path only) are trained
     one after another with the plain Trainer, into the same member folder layout."""
+    if config.train.w_isometry:           # the isometry control needs the world's coordinates: Trainer only
+        return True
     try:
         check_population_config(config.model)
         return False

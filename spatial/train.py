@@ -35,6 +35,7 @@ from temt_core.model import TEMt, TEMtState
 
 from .config import SpatialConfig
 from .diagnostics import diagnose, flat_diagnostics
+from .isometry import isometry_loss, node_coordinates
 from .metrics import accuracy_by_coverage, accuracy_summary
 from .rollout import run_rollout
 from .walks import WalkStream
@@ -175,14 +176,20 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, t)
         out = self.model(x, a, self.state, loss_mask=mask)
+        loss, extra = out.loss, {}
+        if t.w_isometry:                   # the positive control: true displacements enter the loss
+            xy = node_coordinates(self.walks.world_pool, chunk["world_index"], chunk["nodes"])
+            world = torch.from_numpy(chunk["world"]).to(self.device)
+            iso = isometry_loss(out.e, torch.from_numpy(xy).to(out.e), world, scale=t.isometry_scale)
+            loss, extra = loss + t.w_isometry * iso, {"isometry": iso.item()}
         self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
         self.optimizer.step()
         self.state = out.state
         self.step += 1
         correct = (out.logits.detach().argmax(-1) == x).cpu().numpy()
-        return {"loss": out.loss.item(), **{k: v.item() for k, v in out.parts.items()},
+        return {"loss": loss.item(), **{k: v.item() for k, v in out.parts.items()}, **extra,
                 "grad_norm": float(grad_norm), "correct": correct}
 
     def evaluate(self) -> dict:
