@@ -30,6 +30,7 @@ class Member:
     overrides: dict            # dotted key -> value (seed included as train.seed)
     config: SpatialConfig
     group: int = -1
+    label: str | None = None   # the arm's name from the sweep file (members: - {arm: NAME, ...}), if given
 
 
 # -- the sweep file ------------------------------------------------------------------------------------------------
@@ -118,19 +119,27 @@ def load_sweep(path: str | Path) -> list[Member]:
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"{path}: grid key {key!r} needs a non-empty list of values, got {values!r}")
         points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
-    arms = [{}]
+    arms, labels = [{}], [None]
     if "members" in spec:
         members = spec["members"]
         if not isinstance(members, list) or not members:
             raise ConfigError(f"{path}: members must be a non-empty list of override mappings, got {members!r}")
-        arms = []
+        arms, labels = [], []
         for i, m in enumerate(members):
             if not isinstance(m, dict) or not m:
                 raise ConfigError(f"{path}: members[{i}] must be a non-empty mapping of overrides, got {m!r}")
+            m = dict(m)
+            label = m.pop("arm", None)          # an optional name for the arm (a pre-registered ladder's names)
+            if label is not None and (not isinstance(label, str) or not re.fullmatch(r"[A-Za-z0-9._+-]+", label)):
+                raise ConfigError(f"{path}: members[{i}]: arm must be a name of letters, digits and ._+- "
+                                  f"(got {label!r})")
+            if label is not None and label in labels:
+                raise ConfigError(f"{path}: members[{i}]: arm name {label!r} is used twice")
             m = _flatten_keys(m)
             for key in m:
                 _check_key(key, base_dict, f"{path}: members[{i}]")
             arms.append(m)
+            labels.append(label)
     seeds = spec.get("seeds")
     if seeds is not None:
         if (not isinstance(seeds, list) or not seeds or
@@ -144,7 +153,7 @@ def load_sweep(path: str | Path) -> list[Member]:
         seeds = [None]
 
     out: list[Member] = []
-    for arm in arms:
+    for arm, label in zip(arms, labels):
         for point in points:
             clash = sorted(set(arm) & set(point))
             if clash:
@@ -156,7 +165,10 @@ def load_sweep(path: str | Path) -> list[Member]:
                     config = from_dict(SpatialConfig, _merge(base_dict, _nest(overrides)))
                 except ConfigError as err:
                     raise ConfigError(f"{where}: {err}") from None
-                out.append(Member(_member_name(len(out), overrides), overrides, config))
+                name = _member_name(len(out), overrides) if label is None else \
+                    label + "".join(f"_{k.split('.')[-1]}={v}" for k, v in point.items()) + \
+                    ("" if seed is None else f"-seed{seed}")
+                out.append(Member(name, overrides, config, label=label))
     seen: dict = {}
     for m in out:
         key = json.dumps(to_dict(m.config), sort_keys=True)

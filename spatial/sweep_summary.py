@@ -15,6 +15,8 @@ SUMMARY_METRICS = ("acc", "acc_revisit", "acc_zero_shot", "acc_first_visit", "no
 
 
 def _arm(m: Member) -> str:
+    if m.label is not None:
+        return m.label
     return ", ".join(f"{k}={v}" for k, v in m.overrides.items() if k != "train.seed") or "base"
 
 

@@ -210,6 +210,8 @@ def test_a_diverging_member_is_dropped_and_the_others_go_on(tmp_path, capsys, mo
     ("grid: {model.w_reg_e: 0.1}\n", r"grid key 'model.w_reg_e' needs a non-empty list"),
     ("grid: {model: [1]}\n", r"key 'model' is a config section"),
     ("members: []\n", r"members must be a non-empty list"),
+    ("members: [{arm: A, model.w_g: 2.0}, {arm: A, model.w_g: 3.0}]\n", r"arm name 'A' is used twice"),
+    ("members: [{arm: 'a b', model.w_g: 2.0}]\n", r"arm must be a name of letters"),
     ("members: [{model.w_g: 2.0}]\ngrid: {model.w_g: [1.0]}\n", r"'model.w_g' is set both by a member and by the grid"),
     ("grid: {model.activation: [relu, swish]}\n", r"activation must be one of"),
     ("grid: {train.seed: [1, 2]}\nseeds: [0]\n", r"train.seed is set both by seeds and by grid/members"),
@@ -234,6 +236,20 @@ def test_cli_reports_bad_sweep_files(tmp_path, capsys):
     assert main(["sweep", str(f), "--out", str(tmp_path / "o"), "model.pos_dim=3"]) == 2
     assert "sweep takes no key=value overrides" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_named_arms_name_members_and_summary_rows(tmp_path):
+    f = _write(tmp_path, SWEEP.split("members:")[0] + "members:\n  - {arm: H3, model.w_g: 2.0}\n  - {model.w_g: 3.0}\n"
+               "seeds: [0, 1]\n")
+    names = [m.name for m in load_sweep(f)]
+    assert names[:2] == ["H3-seed0", "H3-seed1"] and names[2].startswith("m002-w_g=3.0")
+    from spatial.sweep_summary import _arm
+    assert [_arm(m) for m in load_sweep(f)][::2] == ["H3", "model.w_g=3.0"]
+
+
+def test_the_hexagon_screen_file_loads():
+    members = load_sweep("configs/spatial/sweeps/hexagon-screen.yaml")
+    assert len(members) == 30 and {m.label for m in members} >= {"S0", "H3", "P+", "N0", "N1", "Q0"}
 
 
 def test_example_sweep_file():
