@@ -314,6 +314,17 @@ def side_lobe_ratio(rollout) -> dict:
 
 # -- everything, for the Trainer's evaluation and the analysis report --------------------------------------------
 
+def step_cosine(positions: np.ndarray, actions: np.ndarray, stay_action=None) -> float:
+    """Mean cosine between consecutive positions on move steps (not RESET, not stay): how far one move carries the
+    code. Near 1 the code hardly moves, so it cannot tell places apart (a collapsed code)."""
+    a, b = positions[:, 1:], positions[:, :-1]
+    cos = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
+    move = actions[:, 1:] != RESET
+    if stay_action is not None:
+        move &= actions[:, 1:] != stay_action
+    return float(cos[move].mean()) if move.any() else float("nan")
+
+
 def diagnose(rollout, model) -> dict:
     """All diagnostics of one rollout (run_rollout with record_positions=True and record_side_lobe=True) of
     `model` (a TEMt: its transitions and its clamp). Nested dict, JSON-ready."""
@@ -333,6 +344,8 @@ def diagnose(rollout, model) -> dict:
         "norm_by_quarter": norm_by_quarter(r.positions),
         "locations": locations_per_unit(r.positions, r.nodes, r.n_nodes),
         "side_lobe": side_lobe_ratio(r),
+        "step_cosine": step_cosine(r.positions, r.actions, r.stay_action),
+        "landmark_gate": float(r.gate.mean()) if r.gate is not None else float("nan"),
     }
 
 
@@ -358,4 +371,6 @@ def flat_diagnostics(d: dict) -> dict:
     out["nodes_per_world"] = d["locations"]["nodes_per_world"]
     out["side_lobe_ratio"] = d["side_lobe"]["all"]
     out["side_lobe_ratio_revisit"] = d["side_lobe"]["revisit"]
+    out["e_step_cosine"] = d["step_cosine"]
+    out["landmark_gate_mean"] = d["landmark_gate"]
     return out

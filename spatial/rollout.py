@@ -36,6 +36,7 @@ class Rollout:
     memories_at_end: np.ndarray | None = None  # (B,) memories held in the store after the last step
     stored: np.ndarray | None = None           # (B, T) bool, the step's memory was stored (not a duplicate)
     side_lobe: np.ndarray | None = None        # (B, T) float32 memory weight on far nodes (see side_lobe_fraction)
+    gate: np.ndarray | None = None             # (B, T) float32 landmark gate, mean over units (landmark models)
 
     def memory_nodes(self) -> np.ndarray:
         """(B, S) node at which memory slot s of each slot's world was stored, -1 past the last memory.
@@ -64,7 +65,7 @@ def run_rollout(model: TEMt, walks: WalkConfig, n_worlds: int, steps: int, seed:
                         worlds=worlds, fixed=worlds is not None)
     was_training = model.training
     model.eval()
-    chunks, correct, positions, neurons, stored, side = [], [], [], [], [], []
+    chunks, correct, positions, neurons, stored, side, gates = [], [], [], [], [], [], []
     state, lobes = None, None
     for lo in range(0, steps, chunk_length):
         chunk = stream.next_chunk(min(chunk_length, steps - lo))
@@ -74,6 +75,8 @@ def run_rollout(model: TEMt, walks: WalkConfig, n_worlds: int, steps: int, seed:
         state = out.state
         correct.append((out.logits.argmax(-1) == x).cpu().numpy())
         stored.append(out.stored.cpu().numpy())
+        if out.gate is not None:
+            gates.append(out.gate.float().mean(-1).cpu().numpy())
         chunks.append(chunk)
         if record_positions:
             positions.append(out.e.float().cpu().numpy())
@@ -93,7 +96,8 @@ def run_rollout(model: TEMt, walks: WalkConfig, n_worlds: int, steps: int, seed:
                    positions=np.concatenate(positions, 1) if positions else None,
                    memory_neurons=_concat_slots(neurons) if neurons else None,
                    memories_at_end=state.memory.valid.sum(1).cpu().numpy(),
-                   stored=np.concatenate(stored, 1), side_lobe=np.concatenate(side, 1) if side else None)
+                   stored=np.concatenate(stored, 1), side_lobe=np.concatenate(side, 1) if side else None,
+                   gate=np.concatenate(gates, 1) if gates else None)
 
 
 def side_lobe_fraction(weights: torch.Tensor, key_nodes: torch.Tensor, query_nodes: torch.Tensor,

@@ -18,6 +18,7 @@ from spatial.train import Trainer
 from spatial.worlds import graph_world, hex_world, square_world
 from temt_core.config import load_config
 from temt_core.model import TEMt, TEMtConfig
+from temt_core.positions import RESET
 
 torch.set_num_threads(1)
 TINY = ["model.pos_dim=16", "walks.sizes=[5]", "walks.walk_length=[100, 200]", "train.chunk_length=50",
@@ -267,11 +268,28 @@ def test_trainer_evaluation_logs_the_diagnostics(tmp_path):
     for k in finite:
         assert np.isfinite(ev[k]), k
     assert ev["drift_n_lag_ge400"] == 0 and math.isnan(ev["drift_cos_lag_ge400"])   # a 150-step walk
+    assert -1 <= ev["e_step_cosine"] <= 1 and math.isnan(ev["landmark_gate_mean"])  # no landmark correction
     assert ev["acc_L200"] == ev["acc_L1500"] == pytest.approx(ev["acc"])             # clipped to 150 steps
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["diagnostics"]["accuracy_by_length"]["L200"]["steps"] == 150
     assert {"revisit", "zero_shot"} <= set(saved["by_coverage"][0])
     assert final["transition_inverse_err"] == saved["transition_inverse_err"]
+
+
+def test_step_cosine_known_answers_and_the_landmark_gate_is_recorded():
+    e = np.zeros((1, 4, 2))
+    e[0, :, 0] = 1.0                             # a code that never moves ...
+    e[0, 2] = [0.0, 1.0]                         # ... except at step 2 (90 degrees)
+    actions = np.array([[RESET, 1, 2, 0]])       # the move into step 3 is a stay
+    assert D.step_cosine(e, actions, stay_action=0) == pytest.approx((1.0 + 0.0) / 2)
+    assert D.step_cosine(e, actions, stay_action=None) == pytest.approx((1.0 + 0.0 + 0.0) / 3)
+    torch.manual_seed(0)
+    model = TEMt(TEMtConfig(pos_dim=16, landmark="stimulus", landmark_key_dim=8))
+    cfg = load_config(SpatialConfig, None, TINY)
+    r = run_rollout(model, cfg.walks, 2, 60, seed=1, chunk_length=20, record_positions=True, record_side_lobe=True)
+    assert r.gate.shape == (2, 60)
+    d = D.diagnose(r, model)
+    assert d["landmark_gate"] == pytest.approx(float(r.gate.mean())) and 0 < d["landmark_gate"] < 0.5  # closed
 
 
 def test_analysis_report_has_a_diagnostics_section(tmp_path):
