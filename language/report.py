@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .arms import ARMS, BASELINE, CONTROLS, REFERENCE, metric_kind
 from .evaluate import paired_bootstrap, ppl
-from .study import ARMS, BASELINE, REFERENCE, metric_kind
 
 
 def _load(run: Path) -> dict | None:
@@ -144,7 +144,7 @@ def verdict(res: dict, comps: list[dict]) -> str:
             side = "below" if hi2 < 1 else "above" if lo2 > 1 else "not reliably different from"
             lines.append(f"The strongest standard baseline here is {best['name']} (exact {best['ppl_b']:.1f}); the "
                          f"grammar bound is {side} it (ratio {best['ratio']:.3f}, 95% CI [{lo2:.3f}, {hi2:.3f}]).")
-    ctrl = [x for x in comps if x["name"] in ("next", "shuffled", "shiv_quirk", "action_tokens", "aux")]
+    ctrl = [x for x in comps if x["name"] in CONTROLS]
     if ctrl:
         better = [x["name"] for x in ctrl if x["ratio_ci95"][1] < 1]
         worse = [x["name"] for x in ctrl if x["ratio_ci95"][0] > 1]

@@ -22,7 +22,6 @@ import math
 import os
 import platform
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,51 +29,12 @@ import torch
 
 from temt_core.config import ConfigError
 
+from .arms import ARMS, QUICK_ARMS, REFERENCE, Arm  # noqa: F401 (QUICK_ARMS re-exported for the CLI)
 from .data import make_loader, prepare
 from .evaluate import beam_marginal, ppl, score_loader
 from .model import count_params, match_d_ff
+from .report import collect, write_report
 from .train import LanguageConfig, fill_model_config, load_run_config, load_trained, train
-
-
-@dataclass(frozen=True)
-class Arm:
-    name: str
-    pos: str
-    structure: str
-    transform: str = "gold"
-    table: str = "lm"                # lm (a language-model perplexity) | conditional (gold structure given)
-    what: str = ""
-
-
-ARMS = {a.name: a for a in [
-    Arm("sinusoidal", "sinusoidal", "none", what="fixed sinusoidal positions (the paper's comparison)"),
-    Arm("learned", "learned", "none", what="learned absolute positions"),
-    Arm("rope", "rope", "none", what="rotary positions"),
-    Arm("alibi", "alibi", "none", what="ALiBi distance biases"),
-    Arm("nopos", "none", "none", what="no positions (causal mask only)"),
-    Arm("grammar", "grammar", "joint", what="grammar positions, path-integrated, actions predicted (joint)"),
-    Arm("next", "grammar", "given", "next", what="control: recurrent positions with one 'next' action"),
-    Arm("shuffled", "grammar", "joint", "shuffled", what="control: the sentence's actions shuffled, predicted"),
-    Arm("shiv_quirk", "shiv_quirk", "joint", what="control: fixed push/pop matrices (Shiv & Quirk), predicted"),
-    Arm("action_tokens", "sinusoidal", "tokens", what="control: actions as token embeddings, sinusoidal model"),
-    Arm("aux", "sinusoidal", "aux", what="control: action prediction as an auxiliary loss only"),
-    Arm("grammar_tree", "grammar_tree", "given", table="conditional",
-        what="conditional: gold-tree positions, each node from its parent (tree mode)"),
-    Arm("shiv_quirk_tree", "shiv_quirk_tree", "given", table="conditional",
-        what="conditional: Shiv & Quirk root-path positions of the gold tree"),
-]}
-# The quick CPU study runs every arm (13 x 3 seeds fit in ~13 minutes on a shared 2-core CPU at its size).
-QUICK_ARMS = list(ARMS)
-REFERENCE = "grammar"        # parameter counts are matched to this arm
-BASELINE = "sinusoidal"      # the hypothesis compares the grammar model against this arm
-
-
-def metric_kind(arm: Arm) -> str:
-    if arm.table == "conditional":
-        return "conditional"
-    if arm.structure in ("joint", "tokens"):
-        return "joint"
-    return "exact"           # none, aux, and 'next' (its one action is known in advance: no structure to pay for)
 
 
 def arm_config(base: LanguageConfig, arm: Arm, seed: int) -> LanguageConfig:
@@ -183,7 +143,6 @@ def run_study(base: LanguageConfig, out: str | Path, arm_names: list[str], seeds
                 res = evaluate_run(run_dir, "test", log=log)
                 log(f"  test scored: word|gold ppl {ppl(np.array(res['word_nll']), np.array(res['n_tokens'])):.2f} "
                     f"({time.time() - t0:.0f} s for this run)")
-    from .report import collect, write_report
     results = collect(out, arm_names, seeds)
     results["wall_seconds"] = time.time() - t_study
     results["command"] = command

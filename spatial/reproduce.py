@@ -103,8 +103,34 @@ def _f(v, digits=3):
     return "n/a" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
 
 
+# The verdict rules: the one place their numbers live. `_verdicts` applies them and `verdict_rules()` states them
+# in the report, both from this table.
+THRESHOLDS = {
+    "grid_frac": 0.15,      # C1/C9: least fraction of active position units passing spec 5.3's grid-cell test
+    "null_rate": 0.05,      #   the false-positive rate of each null (the 95th percentile), stated beside it
+    "band_frac": 0.15,      # C2: least fraction of active position units passing spec 5.4's band-cell test
+    "place_median": 0.8,    # C3: least median place metric of the memory neurons
+    "remap_r": 0.1,         # C3: largest |r| of the memory neurons' pair structure across worlds (random remapping)
+    "kept_r": 0.5,          # C3: least r of the position units' pair structure across worlds (structure kept)
+}
+
+
+def verdict_rules() -> str:
+    """The rules of `_verdicts` in words, with the numbers of `THRESHOLDS`."""
+    t = THRESHOLDS
+    return (f"Rules: an arm reproduces C1/C9 if at least {t['grid_frac']:.0%} of its active position units "
+            f"({t['grid_frac'] / t['null_rate']:g} times the {t['null_rate']:.0%} false-positive rate of each null) "
+            "pass spec 5.3's grid-cell test (beat both the circular-shift and the node-permutation null, hexagonal "
+            "Fourier signature, not band-like, active), averaged over analysis worlds (\"square grids only\" when the "
+            "same holds for square grid cells but not for hexagonal ones); C2 likewise (at least "
+            f"{t['band_frac']:.0%}) with spec 5.4's band-cell test; C3 if memory neurons have a median place metric "
+            f">= {t['place_median']}, their pair structure across worlds is near zero (|r| < {t['remap_r']}: random "
+            f"remapping) and the position units' is kept (r > {t['kept_r']}).")
+
+
 def _verdicts(arms: dict) -> list[tuple[str, str, str]]:
-    """(claim, verdict, evidence) rows, computed from the numbers alone; the thresholds are stated in the report."""
+    """(claim, verdict, evidence) rows, computed from the numbers alone by the rules of THRESHOLDS."""
+    t = THRESHOLDS
     rows = []
     for arm, claim in (("relu", "C1 grid cells, ReLU"), ("linear", "C1 grid cells, linear"), ("hex", "C9 hex worlds")):
         a = arms.get(arm)
@@ -113,8 +139,8 @@ def _verdicts(arms: dict) -> list[tuple[str, str, str]]:
             continue
         m = a["mean_over_worlds"]
         hexg, sq = m.get("frac_grid_of_active"), m.get("frac_square_of_active")
-        verdict = "reproduced" if (hexg or 0) >= 0.15 else ("square grids only" if (sq or 0) >= 0.15 else
-                                                               "NOT reproduced")
+        verdict = "reproduced" if (hexg or 0) >= t["grid_frac"] else (
+            "square grids only" if (sq or 0) >= t["grid_frac"] else "NOT reproduced")
         rows.append((claim, verdict, f"hexagonal grid cells {_f(hexg)} and square grid cells {_f(sq)} of active "
                                      f"units (beat both nulls: G60 {_f(m.get('frac_beat_both_nulls_g60'))}, "
                                      f"G90 {_f(m.get('frac_beat_both_nulls_g90'))}); Fourier classes of active units "
@@ -123,7 +149,7 @@ def _verdicts(arms: dict) -> list[tuple[str, str, str]]:
         a = arms.get(arm)
         if a:
             b = a["mean_over_worlds"].get("frac_band_of_active")
-            rows.append((f"C2 band cells, {arm}", "reproduced" if (b or 0) >= 0.15 else "NOT reproduced",
+            rows.append((f"C2 band cells, {arm}", "reproduced" if (b or 0) >= t["band_frac"] else "NOT reproduced",
                          f"band cells {_f(b)} of active units"))
     for arm in ("relu", "linear", "hex"):
         a = arms.get(arm)
@@ -132,12 +158,12 @@ def _verdicts(arms: dict) -> list[tuple[str, str, str]]:
         m, r = a["mean_over_worlds"], a.get("remapping", {})
         place, single = m.get("memory_place_metric_median"), m.get("memory_frac_single_field")
         mem_r, pos_r = r.get("memory_pair_r"), r.get("position_pair_r")
-        placelike = place is not None and place >= 0.8
-        remaps = mem_r is not None and abs(mem_r) < 0.1
-        kept = pos_r is not None and pos_r > 0.5
-        verdict = "reproduced" if placelike and remaps and kept else (
-            "partly: " + ", ".join(x for x, ok in (("place-like", placelike), ("remap randomly", remaps),
-                                                    ("position structure kept", kept)) if ok) or "NOT reproduced")
+        placelike = place is not None and place >= t["place_median"]
+        remaps = mem_r is not None and abs(mem_r) < t["remap_r"]
+        kept = pos_r is not None and pos_r > t["kept_r"]
+        held = [x for x, ok in (("place-like", placelike), ("remap randomly", remaps),
+                                ("position structure kept", kept)) if ok]
+        verdict = "reproduced" if len(held) == 3 else ("partly: " + ", ".join(held) if held else "NOT reproduced")
         rows.append((f"C3 memory neurons, {arm}", verdict,
                      f"memory-neuron place metric median {_f(place)}, single-field fraction {_f(single)}; "
                      f"pair structure across worlds: memory neurons r = {_f(mem_r)}, position units r = "
@@ -161,13 +187,7 @@ def write_combined_report(out: Path, arms: list[str], quick: bool, seconds: floa
                   "computed all the same, and say what this short run shows.", ""]
     lines += ["## Verdicts", "", "| claim | verdict | evidence |", "|---|---|---|"]
     lines += [f"| {c} | {v} | {e} |" for c, v, e in _verdicts(analyses)]
-    lines += ["", "Rules: an arm reproduces C1/C9 if at least 15% of its active position units (three times the 5% "
-              "false-positive rate of each null) pass spec 5.3's grid-cell test (beat both the circular-shift and "
-              "the node-permutation null, hexagonal Fourier signature, not band-like, active), averaged over "
-              "analysis worlds (\"square grids only\" when the same holds for square grid cells but not for "
-              "hexagonal ones); C2 likewise with spec 5.4's band-cell test; C3 if memory neurons have a median "
-              "place metric >= 0.8, their pair structure across worlds is near zero (|r| < 0.1: random remapping) "
-              "and the position units' is kept (r > 0.5).", ""]
+    lines += ["", verdict_rules(), ""]
     lines += ["## Accuracy", "", "| arm | steps | revisits | zero-shot | node agent (all steps) | edge agent | chance |",
               "|---|---|---|---|---|---|---|"]
     for a in arms:
