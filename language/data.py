@@ -7,7 +7,8 @@
 
 Everything is read from local files: the treebanks under `data.root` (default `../shared/data` relative to the
 repository root; the environment variable TEMT_DATA overrides it, an explicit `data.root=...` overrides both).
-Nothing is downloaded: HF_DATASETS_OFFLINE and HF_HUB_OFFLINE are set before `datasets` is imported.
+Nothing is downloaded: `encode_split` imports and calls `datasets` with HF_DATASETS_OFFLINE and HF_HUB_OFFLINE set
+to 1 (unless set already) and restores the environment afterwards; importing this module sets neither.
 
 One row: ids = [BOS, w_1..w_n, EOS]; actions = a_0..a_n (a_n = END; a_i moves from token i to token i+1);
 tree_parents / tree_actions (node labels) / tree_branch (rank among siblings) over the tree's nodes (tree mode),
@@ -15,14 +16,13 @@ tok_nodes = the node of every token (BOS and EOS at the ROOT). All models predic
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
@@ -185,11 +185,24 @@ def branch_indices(parents: Sequence[int]) -> list[int]:
 def encode_split(trees: Sequence[Tree], words, actions: ActionVocab, cfg: ActionConfig,
                  tree_vocab: ActionVocab | None = None, transform: str = "gold", shuffle_seed: int = 0):
     """A datasets.Dataset with one row per sentence (built in memory from the local trees; nothing downloads)."""
-    import datasets
     rows = [encode_tree(t, i, words, actions, tree_vocab, cfg, transform, shuffle_seed) for i, t in enumerate(trees)]
     columns = {k: [r[k] for r in rows] for k in
                ("ids", "actions", "n_words", "index", "tree_parents", "tree_actions", "tree_branch", "tok_nodes")}
-    return datasets.Dataset.from_dict(columns)
+    with _hf_offline():
+        import datasets
+        return datasets.Dataset.from_dict(columns)
+
+
+@contextlib.contextmanager
+def _hf_offline():
+    """HF_DATASETS_OFFLINE and HF_HUB_OFFLINE = 1 (unless set already) for the block only."""
+    saved = {k: os.environ.get(k) for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")}
+    os.environ.update({k: v or "1" for k, v in saved.items()})
+    try:
+        yield
+    finally:
+        for k in (k for k, v in saved.items() if v is None):
+            os.environ.pop(k, None)
 
 
 def collate(rows: list[dict]) -> dict[str, torch.Tensor]:

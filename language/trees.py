@@ -259,84 +259,99 @@ def _parse_bracket_trees(lines: Iterable[str], name: str) -> Iterator[tuple[obje
         raise TreebankError(f"{name}:{start}: unbalanced brackets: {len(stack)} bracket(s) still open at the end")
 
 
-def _bracket_tree(expr: list, where: str, stats: ReadStats) -> Tree:
-    """Nested list (label, children...) -> Tree, traces and empty constituents removed."""
-    words: list[str] = []
-    parents: list[int] = [-1]
-    labels: list[str] = [ROOT_LABEL]
-    word_nodes: list[int] = []
+def _is_leaf(e) -> bool:
+    """(TAG word)"""
+    return len(e) == 2 and isinstance(e[0], str) and isinstance(e[1], str)
 
-    def is_leaf(e) -> bool:       # (TAG word)
-        return len(e) == 2 and isinstance(e[0], str) and isinstance(e[1], str)
 
-    def keep(e) -> bool:
-        """False for traces and constituents with nothing but traces below them."""
-        if isinstance(e, str):
-            return True
-        if not e:
-            return False
-        if is_leaf(e):
-            return e[0] != "-NONE-"
-        kids = e[1:] if isinstance(e[0], str) else e
-        return any(keep(k) for k in kids if not isinstance(k, str))
+def _keep(e) -> bool:
+    """False for traces and constituents with nothing but traces below them."""
+    if isinstance(e, str):
+        return True
+    if not e:
+        return False
+    if _is_leaf(e):
+        return e[0] != "-NONE-"
+    kids = e[1:] if isinstance(e[0], str) else e
+    return any(_keep(k) for k in kids if not isinstance(k, str))
 
-    def count_removed(e) -> None:
-        if isinstance(e, str) or not e:
-            return
-        if is_leaf(e):
-            stats.traces += e[0] == "-NONE-"
-            return
-        kids = e[1:] if isinstance(e[0], str) else e
-        for k in kids:
-            count_removed(k)
 
-    def add(e, parent: int) -> None:
+def _count_traces(e, stats: ReadStats) -> None:
+    """Count the traces of a removed bracket into stats.traces."""
+    if isinstance(e, str) or not e:
+        return
+    if _is_leaf(e):
+        stats.traces += e[0] == "-NONE-"
+        return
+    kids = e[1:] if isinstance(e[0], str) else e
+    for k in kids:
+        _count_traces(k, stats)
+
+
+def _top_brackets(expr: list, where: str) -> list:
+    """The top constituents. The PTB wraps each tree in an unlabelled outer bracket, ( (S ...) ), and some
+    treebanks in (ROOT ...) or (TOP ...): that bracket is the virtual ROOT. A labelled top bracket, (S ...) as in
+    the Tale of Two Cities files, is itself the top constituent."""
+    if not expr:
+        raise TreebankError(f"{where}: empty brackets ()")
+    if _is_leaf(expr):
+        return [expr]
+    if isinstance(expr[0], str):
+        return expr[1:] if expr[0] in ("ROOT", "TOP") else [expr]
+    return expr
+
+
+class _TreeBuilder:
+    """Appends the nodes of kept brackets to one tree's lists, depth first (node order = bracket order)."""
+
+    def __init__(self, where: str, stats: ReadStats):
+        self.where, self.stats = where, stats
+        self.words: list[str] = []
+        self.parents: list[int] = [-1]
+        self.labels: list[str] = [ROOT_LABEL]
+        self.word_nodes: list[int] = []
+
+    def add(self, e, parent: int) -> None:
+        where = self.where
         if isinstance(e, str):
             raise TreebankError(f"{where}: word {e!r} is not inside a (TAG word) bracket")
-        if is_leaf(e):
-            parents.append(parent)
-            labels.append(e[0])
-            word_nodes.append(len(parents) - 1)
-            words.append(e[1])
+        if _is_leaf(e):
+            self.parents.append(parent)
+            self.labels.append(e[0])
+            self.word_nodes.append(len(self.parents) - 1)
+            self.words.append(e[1])
             return
         if not isinstance(e[0], str):
             raise TreebankError(f"{where}: a bracket without a label")
         kids = e[1:]
         if not kids:
             raise TreebankError(f"{where}: bracket ({e[0]}) has no children")
-        parents.append(parent)
-        labels.append(strip_function_tags(e[0]))
-        me = len(parents) - 1
+        self.parents.append(parent)
+        self.labels.append(strip_function_tags(e[0]))
+        me = len(self.parents) - 1
         for k in kids:
             if isinstance(k, str):
                 raise TreebankError(f"{where}: bare word {k!r} beside brackets inside ({e[0]} ...)")
-            if keep(k):
-                add(k, me)
+            if _keep(k):
+                self.add(k, me)
             else:
-                count_removed(k)
-                stats.empty_constituents += not is_leaf(k)
+                _count_traces(k, self.stats)
+                self.stats.empty_constituents += not _is_leaf(k)
 
-    # The PTB wraps each tree in an unlabelled outer bracket, ( (S ...) ), and some treebanks in (ROOT ...) or
-    # (TOP ...): that bracket is the virtual ROOT. A labelled top bracket, (S ...) as in the Tale of Two Cities
-    # files, is itself the top constituent.
-    if not expr:
-        raise TreebankError(f"{where}: empty brackets ()")
-    if is_leaf(expr):
-        top = [expr]
-    elif isinstance(expr[0], str):
-        top = expr[1:] if expr[0] in ("ROOT", "TOP") else [expr]
-    else:
-        top = expr
-    for k in top:
+
+def _bracket_tree(expr: list, where: str, stats: ReadStats) -> Tree:
+    """Nested list (label, children...) -> Tree, traces and empty constituents removed."""
+    tree = _TreeBuilder(where, stats)
+    for k in _top_brackets(expr, where):
         if isinstance(k, str):
             raise TreebankError(f"{where}: bare word {k!r} at the top level")
-        if keep(k):
-            add(k, 0)
+        if _keep(k):
+            tree.add(k, 0)
         else:
-            count_removed(k)
-    if not words:
+            _count_traces(k, stats)
+    if not tree.words:
         raise TreebankError(f"{where}: empty sentence (no words once traces are removed)")
-    return Tree(words, parents, labels, word_nodes, "constituency", where)
+    return Tree(tree.words, tree.parents, tree.labels, tree.word_nodes, "constituency", where)
 
 
 def iter_brackets(lines: Iterable[str], name: str = "<text>", on_error: str = "raise",

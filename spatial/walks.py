@@ -187,17 +187,27 @@ class WalkStream:
         world_index  which of the pool's worlds the slot is in (its size/shape)
         n_visited  nodes of the world visited so far, including this step
         """
-        B = self.batch_size
-        # Time-major buffers (contiguous row writes); only what is sequential is computed inside the loop.
-        actions = np.empty((length, B), dtype=np.int64)
-        nodes = np.empty((length, B), dtype=np.int64)
-        x = np.empty((length, B), dtype=np.int64)
-        revisit = np.empty((length, B), dtype=bool)
-        edge_seen = np.zeros((length, B), dtype=bool)
-        starts = np.zeros((length, B), dtype=bool)
-        world_count = np.empty((length, B), dtype=np.int64)
-        world_index = np.empty((length, B), dtype=np.int64)
         n_visited0 = self.visited.sum(1)
+        s = self._walk(length)
+        # after the walk, vectorised: new-edge flags, visited-node counts
+        new_edge = ~s["edge_seen"] & (s["actions"] != RESET)
+        if self.stay is not None:
+            new_edge &= s["actions"] != self.stay
+        n_visited = _visited_counts(s["revisit"], s["starts"], n_visited0)
+        self.chunks_done += 1
+        actions = self._shuffled(s["actions"]) if self.config.shuffle_actions else s["actions"]
+        T = lambda a: np.ascontiguousarray(a.T)
+        return {"x": T(s["x"]), "actions": T(actions), "nodes": T(s["nodes"]), "revisit": T(s["revisit"]),
+                "new_edge": T(new_edge), "edge_seen": T(s["edge_seen"]), "world": T(s["world"]),
+                "world_index": T(s["world_index"]), "n_visited": T(n_visited)}
+
+    def _walk(self, length: int) -> dict[str, np.ndarray]:
+        """Every slot walks `length` steps, starting new worlds where walks end: time-major (T, B) buffers
+        (contiguous row writes) of what is sequential; `starts` marks each world's first step."""
+        B = self.batch_size
+        s = {k: np.empty((length, B), dtype=np.int64) for k in ("actions", "nodes", "x", "world", "world_index")}
+        s.update(revisit=np.empty((length, B), dtype=bool), edge_seen=np.zeros((length, B), dtype=bool),
+                 starts=np.zeros((length, B), dtype=bool))
         u_all = self.rng.random((length, B))
         u2_all = self.rng.random((length, B))
         rows_all = np.arange(B)
@@ -208,48 +218,34 @@ class WalkStream:
             if starting.any():
                 for slot in np.flatnonzero(starting):
                     self._new_world(int(slot))
-                starts[t] = starting
+                s["starts"][t] = starting
             moving = rows_all[~starting]
             span = min(length - t, int(self.steps_left.min()))            # >= 1: every slot has steps left
-            world_count[t:t + span] = self.world_count
-            world_index[t:t + span] = self.world_index
+            s["world"][t:t + span] = self.world_count
+            s["world_index"][t:t + span] = self.world_index
             for k in range(t, t + span):
-                rows = moving if k == t else rows_all
-                if rows.size:
-                    a = self._choose(rows, u_all[k, rows], u2_all[k, rows])
-                    prev_node = self.node[rows]
-                    edge_seen[k, rows] = self.edge_taken[rows, prev_node, a]
-                    self.edge_taken[rows, prev_node, a] = True
-                    self.node[rows] = self.transitions[rows, prev_node, a]
-                    self.prev_action[rows] = a
-                    actions[k] = RESET
-                    actions[k, rows] = a
-                else:
-                    actions[k] = RESET
-                node = self.node
-                nodes[k] = node
-                revisit[k] = self.visited[rows_all, node]
-                self.visited[rows_all, node] = True
-                x[k] = self.obs[rows_all, node]
+                self._step(s, k, moving if k == t else rows_all, rows_all, u_all[k], u2_all[k])
             self.steps_left -= span
             t += span
-        # after the loop, vectorised: new-edge flags, visited-node counts
-        new_edge = ~edge_seen & (actions != RESET)
-        if self.stay is not None:
-            new_edge &= actions != self.stay
-        first = (~revisit).astype(np.int64)
-        seg = np.cumsum(starts, 0)                                       # world segment within the chunk
-        counts = np.cumsum(first, 0)
-        base = np.where(starts, counts - first, 0)                       # count just before each world start
-        base = np.maximum.accumulate(np.where(starts, base, -1), 0)
-        n_visited = np.where(seg > 0, counts - base, n_visited0[None, :] + counts)
-        self.chunks_done += 1
-        T = lambda a: np.ascontiguousarray(a.T)
-        if self.config.shuffle_actions:
-            actions = self._shuffled(actions)
-        return {"x": T(x), "actions": T(actions), "nodes": T(nodes), "revisit": T(revisit), "new_edge": T(new_edge),
-                "edge_seen": T(edge_seen), "world": T(world_count), "world_index": T(world_index),
-                "n_visited": T(n_visited)}
+        return s
+
+    def _step(self, s: dict, k: int, rows: np.ndarray, rows_all: np.ndarray, u: np.ndarray, u2: np.ndarray) -> None:
+        """Step k: the slots in `rows` move (the others arrive in a new world: RESET); every slot records where it
+        is, whether it has been there before, and what it sees."""
+        s["actions"][k] = RESET
+        if rows.size:
+            a = self._choose(rows, u[rows], u2[rows])
+            prev_node = self.node[rows]
+            s["edge_seen"][k, rows] = self.edge_taken[rows, prev_node, a]
+            self.edge_taken[rows, prev_node, a] = True
+            self.node[rows] = self.transitions[rows, prev_node, a]
+            self.prev_action[rows] = a
+            s["actions"][k, rows] = a
+        node = self.node
+        s["nodes"][k] = node
+        s["revisit"][k] = self.visited[rows_all, node]
+        self.visited[rows_all, node] = True
+        s["x"][k] = self.obs[rows_all, node]
 
     def _shuffled(self, actions: np.ndarray) -> np.ndarray:
         """(T, B) actions with each slot's moves permuted in time; RESET steps stay where they are."""
@@ -283,3 +279,14 @@ class WalkStream:
 
     def world_of(self, slot: int) -> World:
         return self.world_pool[int(self.world_index[slot])]
+
+
+def _visited_counts(revisit: np.ndarray, starts: np.ndarray, n_visited0: np.ndarray) -> np.ndarray:
+    """(T, B) nodes of the current world visited so far, this step included, from the revisit flags; `starts` marks
+    each world's first step, n_visited0 (B,) the count before the chunk (for a world carried over from before)."""
+    first = (~revisit).astype(np.int64)
+    seg = np.cumsum(starts, 0)                                       # world segment within the chunk
+    counts = np.cumsum(first, 0)
+    base = np.where(starts, counts - first, 0)                       # count just before each world start
+    base = np.maximum.accumulate(np.where(starts, base, -1), 0)
+    return np.where(seg > 0, counts - base, n_visited0[None, :] + counts)
