@@ -1,7 +1,7 @@
 """Analyse a trained TEM-t: grid, band and place cells, remapping, with figures and a report.
 
     temt-spatial analyse runs/relu                      # writes runs/relu/analysis/{report.md, metrics.json, *.png}
-    python -m spatial analyse runs/relu analysis.steps=8000 analysis.sizes=[11,11,14]
+    python -m spatial analyse runs/relu steps=8000 sizes=[11,11,14]   # key=value: AnalysisConfig fields (below)
 
 The model walks fresh worlds (one per entry of `sizes`, fresh observations, the training policy) for `steps`
 steps each, with no learning. Per world, for every position unit (e) and every memory neuron (one per stored
