@@ -1,18 +1,21 @@
-"""Command line of the language package (`python -m language ...`; `temt-language` once packaged).
+"""Command line of the language package: `temt-language ...` (the same as `python -m language ...`).
 
-    python -m language train --config configs/language/quick.yaml --out runs/lang/g model.pos=grammar \
+    temt-language train --config configs/language/quick.yaml --out runs/lang/g model.pos=grammar \
         model.structure=joint
-    python -m language train --resume runs/lang/g [train.steps=4000]
-    python -m language evaluate runs/lang/g [--split dev]          # test is scored once per run
-    python -m language study --quick                               # = scripts/language.sh --quick
-    python -m language actions ../shared/data/ud-english-ewt/en_ewt-ud-dev.conllu [--labels] [--show 3]
-    python -m language actions --spacy en_core_web_sm "Any raw text."   # needs that pipeline installed
-    python -m language export runs/lang/sin/seed0 hf_out           # Hugging Face save_pretrained
+    temt-language train --resume runs/lang/g [train.steps=4000]
+    temt-language evaluate runs/lang/g [--split dev]          # test is scored once per run
+    temt-language study --quick                               # = scripts/language.sh --quick
+    temt-language actions ../shared/data/ud-english-ewt/en_ewt-ud-dev.conllu [--labels] [--show 3]
+    temt-language actions --spacy en_core_web_sm "Any raw text."   # needs that pipeline installed
+    temt-language export runs/lang/sin/seed0 hf_out           # Hugging Face save_pretrained
+    temt-language config [--config FILE] [key=value ...]      # the resolved config, as YAML
+    temt-language config --list                               # every key with its default and its meaning
 """
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -65,7 +68,8 @@ def _study(args) -> int:
     arms = args.arms.split(",") if args.arms else (QUICK_ARMS if args.quick else list(ARMS))
     seeds = [int(s) for s in args.seeds.split(",")]
     command = "scripts/language.sh " + " ".join(sys.argv[2:])
-    run_study(base, out, arms, seeds, args.report, command=command.strip())
+    report = args.report or str(Path(out) / "report.md")       # docs/results/ only when asked (language.sh)
+    run_study(base, out, arms, seeds, report, command=command.strip())
     return 0
 
 
@@ -93,6 +97,14 @@ def _actions(args) -> int:
     return 0
 
 
+def _config(args) -> int:
+    from temt_core.config import config_text
+
+    from .train import LanguageConfig
+    print(config_text(LanguageConfig, args.config, args.overrides, listing=args.list), end="")
+    return 0
+
+
 def _export(args) -> int:
     from .hf import export_run
     path = export_run(args.run_dir, args.out)
@@ -105,10 +117,13 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train one model")
-    t.add_argument("--config")
-    t.add_argument("--out")
-    t.add_argument("--resume", metavar="RUN_DIR")
-    t.add_argument("overrides", nargs="*", help="key=value config overrides")
+    t.add_argument("--config", metavar="FILE", help="YAML file overriding the defaults (configs/language/*.yaml)")
+    t.add_argument("--out", metavar="RUN_DIR", help="run directory to create (config, vocabularies, metrics, "
+                   "best/ weights, state/ for resume)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last saved state "
+                   "(its own config.yaml; changes as key=value)")
+    t.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. train.steps=500 (every key: temt-language config --list)")
     t.set_defaults(fn=_train)
     e = sub.add_parser("evaluate", help="score a run on a split (test: once)")
     e.add_argument("run_dir")
@@ -116,10 +131,11 @@ def main(argv=None) -> int:
     e.add_argument("--force", action="store_true", help="recompute an existing score (never to tune on test)")
     e.set_defaults(fn=_evaluate)
     s = sub.add_parser("study", help="the whole study: arms x seeds, report")
-    s.add_argument("--quick", action="store_true", help="small version for a 2-core CPU (<= 20 minutes)")
+    s.add_argument("--quick", action="store_true", help="small version for a 2-core CPU (run time: README.md)")
     s.add_argument("--config")
     s.add_argument("--out")
-    s.add_argument("--report", default="docs/results/language.md")
+    s.add_argument("--report", metavar="PATH", help="where to write the report (default OUT/report.md; "
+                   "scripts/language.sh writes docs/results/language.md)")
     s.add_argument("--arms", help="comma-separated subset of the arms")
     s.add_argument("--seeds", default="0,1,2")
     s.add_argument("overrides", nargs="*")
@@ -136,7 +152,15 @@ def main(argv=None) -> int:
     x.add_argument("run_dir")
     x.add_argument("out")
     x.set_defaults(fn=_export)
+    c = sub.add_parser("config", help="print the resolved config as YAML, or (--list) every key and its meaning")
+    c.add_argument("--config", metavar="FILE", help="YAML file overriding the defaults (configs/language/*.yaml)")
+    c.add_argument("--list", action="store_true",
+                   help="every key with its value (the default, unless --config or key=value change it) and its "
+                        "meaning")
+    c.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, as for train")
+    c.set_defaults(fn=_config)
     args = p.parse_args(argv)
+    os.environ.setdefault("MPLBACKEND", "Agg")     # figures go to files only (library code never picks a backend)
     try:
         return args.fn(args)
     except (ConfigError, CheckpointError, TreebankError, FileNotFoundError, NonFiniteError) as err:

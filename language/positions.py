@@ -132,8 +132,9 @@ class GrammarPositions(nn.Module):
     def path(self, actions: torch.Tensor) -> torch.Tensor:
         """actions (B, T) a_0..a_{T-1} -> e (B, T+1, E), e[:, 0] = e_init (BOS), e[:, i+1] after a_i.
 
-        Always float32, outside autocast: temt_core's fused loop writes into float32 buffers (it fails under
-        bf16 autocast), and a recurrence of T steps is where low precision would compound anyway."""
+        Always in the parameters' precision (float32 under Accelerate's mixed precision), outside autocast: a
+        recurrence of T steps is where low precision would compound. temt_core's fused loop turns autocast off
+        for itself (it writes into preallocated buffers); this covers every method (loop, fused, scan)."""
         B = actions.shape[0]
         start = torch.full((B, 1), RESET, dtype=actions.dtype, device=actions.device)
         with torch.autocast(actions.device.type, enabled=False):

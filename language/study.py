@@ -1,6 +1,6 @@
 """The study: every arm x every seed, trained with early stopping on dev, then the test split scored once.
 
-    scripts/language.sh --quick                      # small real version on a 2-core CPU (<= 20 minutes)
+    scripts/language.sh --quick                      # small real version on a 2-core CPU (run time: README.md)
     scripts/language.sh                              # the GPU-sized default (configs/language/full.yaml)
     python -m language study --config configs/language/quick.yaml --out runs/language-quick \
         --report docs/results/language.md [--arms grammar,sinusoidal] [--seeds 0,1,2] [key=value ...]

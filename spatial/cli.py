@@ -4,6 +4,8 @@
     temt-spatial train --resume runs/quick [train.steps=4000]
     temt-spatial analyse runs/quick [steps=6000 sizes=[11,11]]   (grid/band/place cells, report.md)
     temt-spatial sweep configs/spatial/sweeps/quick-seeds.yaml --out runs/quick-seeds [--resume]
+    temt-spatial config [--config FILE] [key=value ...]          (the resolved training config, as YAML)
+    temt-spatial config --list                                   (every key with its default and its meaning)
     python -m spatial train ...            (the same)
 """
 from __future__ import annotations
@@ -119,6 +121,14 @@ def _sweep(args) -> int:
     return 0
 
 
+def _config(args) -> int:
+    from temt_core.config import config_text
+
+    from .config import SpatialConfig
+    print(config_text(SpatialConfig, args.config, args.overrides, listing=args.list), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="temt-spatial", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -153,6 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     sw.add_argument("--resume", action="store_true", help="continue the sweep in --out from its checkpoints")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
     sw.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
+    cf = sub.add_parser("config", help="print the resolved training config as YAML, or (--list) every key and its "
+                        "meaning")
+    cf.add_argument("--config", help="YAML file overriding the defaults (configs/spatial/*.yaml)")
+    cf.add_argument("--list", action="store_true", help="every key with its value (the default, unless --config or "
+                    "key=value change it) and its meaning")
+    cf.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, as for train")
     # key=value overrides may come anywhere (argparse alone stops collecting positionals after an option)
     args, extra = parser.parse_known_args(argv)
     stray = [e for e in extra if e.startswith("-") or "=" not in e]
@@ -161,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides = list(args.overrides) + extra
     try:
         return {"train": _train, "analyse": _analyse, "scaling": _scaling, "reproduce": _reproduce,
-                "sweep": _sweep}[args.command](args)
+                "sweep": _sweep, "config": _config}[args.command](args)
     except (ConfigError, CheckpointError, FileExistsError) as err:
         print(f"temt-spatial: error: {err}", file=sys.stderr)
         return 2

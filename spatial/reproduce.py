@@ -1,6 +1,6 @@
 """The spatial reproduction in one command (scripts/spatial.sh wraps it).
 
-    python -m spatial reproduce --quick --out runs/spatial-quick   # 2-core CPU, well under 20 minutes
+    python -m spatial reproduce --quick --out runs/spatial-quick   # 2-core CPU (run time: README.md)
     python -m spatial reproduce --out runs/spatial                  # full: 20k steps per arm
 
 Arms (configs/spatial/<arm>.yaml):
@@ -25,7 +25,8 @@ ARMS = {"relu": "configs/spatial/relu.yaml", "linear": "configs/spatial/linear.y
         "hex": "configs/spatial/hex.yaml"}
 
 # The quick version: the same arms, small worlds (8-9 wide; hex radius 3-4) and 8k/5k steps instead of 20k, sized
-# to finish in about 6 minutes on a 2-core CPU (two arms at a time). A smaller version of the study, not the study.
+# for a 2-core CPU, two arms at a time (its measured run time: README.md). A smaller version of the study, not
+# the study.
 QUICK = {
     "relu": ["train.steps=8000", "walks.sizes=[8, 9]", "walks.walk_length=[300, 600]", "train.checkpoint_every=2000",
              "eval.every=2000", "eval.steps=600"],

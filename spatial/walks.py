@@ -40,7 +40,7 @@ class WalkConfig:
     walk_length: tuple[int, int] = (500, 1600)   # steps per world, drawn uniformly (TEM's late-training range)
     curriculum_chunks: int = 0                   # >0: a walk-length curriculum over this many chunks (= training
                                                  #   steps): each new world's range moves linearly from
-    curriculum_start: tuple[int, int] = (50, 200)  # this range to walk_length, then stays there. 0: off (TEM)
+    curriculum_start: tuple[int, int] = (50, 200)  #   this range to walk_length, then stays there. 0: off (TEM)
     shuffle_actions: bool = False                # negative control: the model sees each chunk's moves in a random
                                                  #   order (RESETs kept in place), so its positions cannot follow
                                                  #   the walk; nodes, stimuli and accuracy records stay the true ones

@@ -184,3 +184,103 @@ def load_config(cls, path: str | Path | None = None, overrides: list[str] | None
 
 def save_config(cfg, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+# -- describing a config: every key, its default and its meaning ---------------------------------------------------
+
+def field_comments(cls) -> dict[str, str]:
+    """The comment written beside each field of dataclass `cls` in its source, by field name.
+
+    A field's comment is its trailing `# ...` plus the comment-only lines under it that start in the same column.
+    A trailing comment that starts with extra spaces (`#   ...`) continues the comment of the field above, and the
+    fields so joined share the whole text. Comment lines at another column (section headings) belong to no field.
+    Fields of base classes are included; a class whose source cannot be read gives {}."""
+    out: dict[str, str] = {}
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        out.update(_class_field_comments(klass))
+    return out
+
+
+def _class_field_comments(klass) -> dict[str, str]:
+    import ast
+    import inspect
+    import io
+    import textwrap
+    import tokenize
+    try:
+        source = textwrap.dedent(inspect.getsource(klass))
+    except (OSError, TypeError):
+        return {}
+    body = ast.parse(source).body[0].body
+    fields_at = {n.lineno: (n.target.id, n.end_lineno) for n in body
+                 if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
+    end = min([n.lineno for n in body if isinstance(n, (ast.FunctionDef, ast.ClassDef))] + [len(source) + 1])
+    comments = {t.start[0]: (t.start[1], t.string[1:]) for t in tokenize.generate_tokens(io.StringIO(source).readline)
+                if t.type == tokenize.COMMENT}
+    lines = source.splitlines()
+    groups: list[dict] = []
+    current = None
+    line = 1
+    while line < min(end, len(lines) + 1):
+        if line in fields_at:
+            name, last = fields_at[line]
+            col, text = next((comments[i] for i in range(line, last + 1) if i in comments), (None, ""))
+            if current is not None and text.startswith("  "):          # '#   ...': continues the comment above
+                current["names"].append(name)
+            else:
+                current = {"names": [name], "parts": [], "col": col}
+                groups.append(current)
+            current["parts"].append(text.strip())
+            current["col"] = col
+            line = last + 1
+            continue
+        if line in comments and lines[line - 1].lstrip().startswith("#") and current is not None:
+            col, text = comments[line]
+            if col == current["col"]:
+                current["parts"].append(text.strip())
+            else:
+                current = None                                           # a section heading
+        line += 1
+    return {name: " ".join(p for p in g["parts"] if p) for g in groups for name in g["names"]}
+
+
+def describe(config) -> list[tuple[str, Any, str]]:
+    """(dotted key, value, meaning) for every field of a dataclass config, nested sections flattened.
+
+    `config` is a dataclass (its defaults are described) or an instance (its values are). The value is YAML-safe
+    (as `to_dict` gives it); the meaning is the field's comment in the source (`field_comments`), '' if none."""
+    obj = config() if isinstance(config, type) else config
+    helps = field_comments(type(obj))
+    rows = []
+    for f in dataclasses.fields(obj):
+        if not f.init:
+            continue
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            rows += [(f"{f.name}.{key}", v, h) for key, v, h in describe(value)]
+        else:
+            rows.append((f.name, to_dict(value), helps.get(f.name, "")))
+    return rows
+
+
+def format_description(rows: list[tuple[str, Any, str]]) -> str:
+    """`describe` rows as aligned text, one key a line: key, value (as a key=value override writes it), meaning."""
+    def inline(v) -> str:
+        return yaml.safe_dump([v], default_flow_style=True, width=10**6).strip()[1:-1]
+    cells = [(key, inline(value), meaning) for key, value, meaning in rows]
+    w_key = max((len(k) for k, _, _ in cells), default=0)
+    w_val = min(max((len(v) for _, v, _ in cells), default=0), 24)
+    return "\n".join(f"{k:<{w_key}}  {v:<{w_val}}  {m}".rstrip() for k, v, m in cells) + "\n"
+
+
+def dump_config(cfg) -> str:
+    """The config as the YAML that `save_config` writes and `load_config` reads back."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def config_text(cls, path: str | Path | None = None, overrides: list[str] | None = None,
+                listing: bool = False) -> str:
+    """What a `config` command prints: the config resolved from `cls`'s defaults, the YAML file and the overrides,
+    as YAML, or (listing) every key with its value and its meaning (`describe`)."""
+    cfg = load_config(cls, path, overrides)
+    return format_description(describe(cfg)) if listing else dump_config(cfg)

@@ -18,7 +18,8 @@ def _run(code: str) -> str:
 
 
 def test_importing_the_package_sets_no_hf_variable():
-    code = "import os, language.data, language.study, language.cli; print([k for k in os.environ if k.startswith('HF_')])"
+    code = ("import os, language.data, language.study, language.cli; "
+            "print([k for k in os.environ if k.startswith('HF_')])")
     assert _run(code) == "[]"
 
 

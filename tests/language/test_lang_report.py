@@ -12,7 +12,8 @@ def _arm(kind: str, nll: np.ndarray) -> dict:
     if kind == "joint":
         metrics["joint"] = metrics["conditional"] = {"mean": 11.0, "sd": 0.5, "seeds": [11.0]}
     return {"what": f"a {kind} arm", "kind": kind, "params": 1000, "ppl": metrics,
-            "sentence_nll_mean": {key: nll.tolist()}, "n_tokens": [5] * len(nll), "train": {}, "curves": {"0": [{"step": 10, "dev": 12.0}]},
+            "sentence_nll_mean": {key: nll.tolist()}, "n_tokens": [5] * len(nll), "train": {},
+            "curves": {"0": [{"step": 10, "dev": 12.0}]},
             "unseen_actions": [0], "overflow_actions": [0], "actions_total": [0]}
 
 
@@ -51,3 +52,27 @@ def test_a_bootstrap_of_no_resamples_is_refused():
     from temt_core.config import ConfigError
     with pytest.raises(ConfigError, match="eval.bootstrap must be >= 1"):
         report.comparisons(_results(), n_boot=0)
+
+
+def test_study_writes_its_report_into_out_unless_told_otherwise(tmp_path, monkeypatch):
+    import language.study
+    from language.cli import main
+    seen = []
+    monkeypatch.setattr(language.study, "run_study", lambda base, out, arms, seeds, report, **kw: seen.append(report))
+    assert main(["study", "--out", str(tmp_path / "s"), "--arms", "sinusoidal"]) == 0
+    assert main(["study", "--out", str(tmp_path / "s"), "--report", str(tmp_path / "r.md")]) == 0
+    assert seen == [str(tmp_path / "s" / "report.md"), str(tmp_path / "r.md")]
+
+
+def test_language_sh_keeps_writing_the_tracked_report():
+    import os
+    import subprocess
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[2] / "scripts" / "language.sh"
+
+    def args(*a):
+        env = dict(os.environ, PYTHON="echo")
+        return subprocess.run([str(script), *a], env=env, capture_output=True, text=True, check=True).stdout.split()
+
+    assert args("--quick")[-2:] == ["--report", "docs/results/language.md"]
+    assert args("--quick", "--report", "elsewhere.md").count("--report") == 1

@@ -26,6 +26,7 @@ def test_tiny_run_learns_far_above_chance(tmp_path):
         assert (tmp_path / "run" / name).is_file()
 
 
+@pytest.mark.slow
 def test_tiny_run_with_landmark_correction_learns(tmp_path):
     """The paper's whole mechanism set (landmark correction, product query) trains through the fused path."""
     cfg = load_config(SpatialConfig, None, TINY + ["train.steps=200", "train.log_every=100", "eval.every=200",
