@@ -21,6 +21,7 @@ from pathlib import Path
 
 from temt_core.checkpoint import CheckpointError
 from temt_core.config import ConfigError, load_config
+from temt_core.rundir import show_warnings_plainly
 from temt_core.validation import NonFiniteError
 
 from .trees import TreebankError
@@ -31,6 +32,8 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "language"
 def _train(args) -> int:
     from .train import LanguageConfig, load_run_config, merge_overrides, train
     if args.resume:
+        if args.overwrite:
+            raise ConfigError("--overwrite starts a new run; it cannot be combined with --resume")
         if args.config:
             raise ConfigError("--resume uses the run's own config.yaml; give changes as key=value overrides")
         cfg = merge_overrides(load_run_config(args.resume), args.overrides)
@@ -39,7 +42,7 @@ def _train(args) -> int:
         if not args.out:
             raise ConfigError("train needs --out RUN_DIR")
         cfg = load_config(LanguageConfig, args.config, args.overrides)
-        summary = train(cfg, args.out)
+        summary = train(cfg, args.out, overwrite=args.overwrite)
     print(f"best dev {summary['best_dev']:.2f} at step {summary['best_step']} of {summary['steps']} "
           f"({summary['tokens_per_s']:.0f} tokens/s)")
     return 0
@@ -75,11 +78,10 @@ def _study(args) -> int:
 
 def _actions(args) -> int:
     from .actions import ActionConfig, action_names, pair_coverage
-    from .trees import from_spacy, read_brackets, read_conllu
+    from .trees import from_spacy, load_spacy, read_brackets, read_conllu
     cfg = ActionConfig(labels=args.labels)
     if args.spacy:
-        import spacy
-        nlp = spacy.load(args.spacy)            # an installed pipeline; nothing is downloaded here
+        nlp = load_spacy(args.spacy)            # an installed pipeline; nothing is downloaded here
         trees = from_spacy(nlp(" ".join(args.inputs)))
     else:
         trees = []
@@ -113,7 +115,7 @@ def _export(args) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m language", description=__doc__,
+    p = argparse.ArgumentParser(prog="temt-language", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train one model")
@@ -122,6 +124,8 @@ def main(argv=None) -> int:
                    "best/ weights, state/ for resume)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last saved state "
                    "(its own config.yaml; changes as key=value)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="delete what --out holds and start again (without it, a non-empty --out is refused)")
     t.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. train.steps=500 (every key: temt-language config --list)")
     t.set_defaults(fn=_train)
@@ -160,6 +164,7 @@ def main(argv=None) -> int:
     c.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, as for train")
     c.set_defaults(fn=_config)
     args = p.parse_args(argv)
+    show_warnings_plainly()
     os.environ.setdefault("MPLBACKEND", "Agg")     # figures go to files only (library code never picks a backend)
     try:
         return args.fn(args)

@@ -6,14 +6,15 @@
     python -m language train --resume runs/lang/g                        # continues from the last saved state
 
 As in Accelerate's examples: `prepare` the model, optimiser, scheduler and loaders; `accelerator.backward`;
-`gather_for_metrics` for dev sums; `save_state` / `load_state` (plus the trainer's own counters through
-`register_for_checkpointing`) for resume; TensorBoard through `log_with`; progress bars on the main process only.
+`gather_for_metrics` for dev sums; TensorBoard through `log_with`; progress bars on the main process only. The
+state for resume is not Accelerate's `save_state` (which pickles, and unpickles on load): language.state writes
+the same state as tensors and JSON into the shared run directory (temt_core.rundir).
 
-A run directory holds config.yaml (resolved, vocabulary sizes filled in), words.json / actions.json /
-tree_labels.json (vocabularies, built from train only), metrics.jsonl (one line per dev evaluation: the learning
-curve), best/ (the best-on-dev weights, temt_core checkpoint: safetensors + JSON, written atomically), state/
-(Accelerate state for resume, written to state.tmp and swapped in only when complete, so a crash while saving
-never replaces the last good state), tb/ (TensorBoard) and train.json (summary).
+A run directory holds config.yaml (resolved, vocabulary sizes filled in), run.json (seed, commit, versions),
+words.json / actions.json / tree_labels.json (vocabularies, built from train only), metrics.jsonl (one line per dev
+evaluation: the learning curve), best/ (the best-on-dev weights: safetensors + JSON with checksums, atomic),
+checkpoints/step-N/ + LATEST (the state for resume, verified before LATEST moves), run.lock, tb/ (TensorBoard) and
+train.json (summary).
 
 Early stopping on dev (joint perplexity for structure-predicting models, word perplexity otherwise); the test
 split is never read here.
@@ -21,10 +22,8 @@ split is never read here.
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
+import functools
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -32,13 +31,17 @@ from pathlib import Path
 
 import torch
 
-from temt_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from temt_core.config import ConfigError, from_dict, load_config, parse_overrides, save_config, to_dict, _merge
+from temt_core.checkpoint import load_checkpoint, save_checkpoint
+from temt_core.config import ConfigError, to_dict
+from temt_core.rundir import RunDir, RunDirError, non_finite
+from temt_core.rundir import merge_overrides as _merge_overrides
+from temt_core.rundir import load_run_config as _load_run_config
 from temt_core.validation import NonFiniteError
 
 from .data import DataConfig, make_loader, prepare
 from .evaluate import ppl, score_loader
 from .model import LanguageModel, ModelConfig
+from .state import load_model_tensors, load_training_state, model_tensors, save_training_state
 
 
 @dataclass
@@ -69,7 +72,17 @@ class TrainConfig:
             raise ValueError(f"log_with must be tensorboard or none, got {self.log_with!r}")
         for name in ("steps", "max_tokens", "eval_every", "patience", "log_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
+                raise ValueError(f"train.{name} must be >= 1 (got {getattr(self, name)})")
+        rules = {"lr": (0 < self.lr < math.inf, "a finite number > 0"),
+                 "min_lr_frac": (0 <= self.min_lr_frac <= 1, "in [0, 1]"),
+                 "weight_decay": (0 <= self.weight_decay < math.inf, "a finite number >= 0"),
+                 "beta2": (0 <= self.beta2 < 1, "in [0, 1)"),
+                 "grad_clip": (0 <= self.grad_clip, ">= 0 (0 = no clipping): a negative clip flips the gradient"),
+                 "warmup": (self.warmup >= 0, ">= 0"), "save_state_every": (self.save_state_every >= 0, ">= 0"),
+                 "seed": (self.seed >= 0, ">= 0"), "threads": (self.threads >= 0, ">= 0 (0 = torch's default)")}
+        for name, (ok, want) in rules.items():      # NaN fails every rule: comparisons with NaN are False
+            if not ok:
+                raise ValueError(f"train.{name} must be {want} (got {getattr(self, name)})")
 
 
 @dataclass
@@ -78,6 +91,13 @@ class EvalConfig:
     action_top: int = 0              # expand only the top-k actions per hypothesis (0 = all, the exact beam)
     max_tokens: int = 8192           # tokens per batch for the exact / joint / conditional scores
     bootstrap: int = 2000            # paired-bootstrap resamples over test sentences
+
+    def __post_init__(self):
+        if any(k < 1 for k in self.beams):
+            raise ValueError(f"eval.beams must be beam sizes >= 1 (got {list(self.beams)})")
+        for name, low in (("action_top", 0), ("max_tokens", 1), ("bootstrap", 1)):
+            if getattr(self, name) < low:
+                raise ValueError(f"eval.{name} must be >= {low} (got {getattr(self, name)})")
 
 
 @dataclass
@@ -89,7 +109,7 @@ class LanguageConfig:
 
 
 class TrainState:
-    """The trainer's counters, saved and restored with Accelerate's state (register_for_checkpointing)."""
+    """The trainer's counters, saved and restored with the training state (language.state)."""
 
     def __init__(self):
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
@@ -103,29 +123,15 @@ class TrainState:
             setattr(self, k, v)
 
 
-# --------------------------------------------------------------------------------------------------------------
-# model weights <-> checkpoint (tied weights are stored once)
-
-def model_tensors(model: LanguageModel) -> dict[str, torch.Tensor]:
-    sd = model.state_dict()
-    if model.cfg.tie_embeddings:
-        sd.pop("head.weight", None)
-    return {k: v.detach().float().cpu() if v.is_floating_point() else v.detach().cpu() for k, v in sd.items()}
-
-
-def load_model_tensors(model: LanguageModel, tensors: dict[str, torch.Tensor], where: str = "") -> None:
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    missing = [k for k in missing if not (k == "head.weight" and model.cfg.tie_embeddings)]
-    if missing or unexpected:
-        raise CheckpointError(f"{where}: weights do not fit this model (missing {missing[:5]}, unexpected "
-                              f"{unexpected[:5]})")
+# keys that may change when a run is resumed (how long, how it is logged and scored); anything else would make the
+# resumed run a different experiment
+RESUMABLE_CHANGES = ({f"train.{k}" for k in ("steps", "threads", "progress", "log_every", "log_with",
+                                              "save_state_every", "cpu")}
+                     | {f"eval.{f.name}" for f in dataclasses.fields(EvalConfig)})
 
 
 def load_run_config(run_dir: str | Path) -> LanguageConfig:
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir}: no config.yaml (not a run directory)")
-    return load_config(LanguageConfig, path)
+    return _load_run_config(LanguageConfig, run_dir)
 
 
 def load_trained(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> LanguageModel:
@@ -161,47 +167,31 @@ def _param_groups(model, weight_decay):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _atomic_save_state(accelerator, run_dir: Path) -> None:
-    """save_state into state.tmp, then swap it in: the previous state stays until the new one is complete."""
-    tmp, final, old = run_dir / "state.tmp", run_dir / "state", run_dir / "state.old"
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
-    accelerator.wait_for_everyone()
-    quiet = logging.getLogger("accelerate.utils.other")     # the tied output layer is dropped on purpose; it is
-    level = quiet.level                                     # re-tied on load, so its warning is noise here
-    quiet.setLevel(logging.ERROR)
-    try:
-        accelerator.save_state(str(tmp))
-    finally:
-        quiet.setLevel(level)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if final.exists():
-            if old.exists():
-                shutil.rmtree(old)
-            os.rename(final, old)
-        os.rename(tmp, final)
-        if old.exists():
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-
-
-def _last_state(run_dir: Path) -> Path | None:
-    for name in ("state", "state.old"):        # state.old exists only if a crash hit the swap itself
-        if (run_dir / name).is_dir():
-            return run_dir / name
-    return None
+@dataclass
+class _Session:
+    """What the steps of `train` share (instead of a closure that mutates its enclosing function's variables)."""
+    cfg: LanguageConfig
+    run_dir: Path
+    run: RunDir | None               # the run directory, open on the main process only (it alone writes)
+    accelerator: object
+    model: object
+    opt: object
+    sched: object
+    dev_dl: object
+    state: TrainState
+    bar: object
+    t_start: float = field(default_factory=time.time)
 
 
 def train(cfg: LanguageConfig, run_dir: str | Path, resume: bool = False, accelerator=None,
-          stop_after: int | None = None) -> dict:
+          stop_after: int | None = None, overwrite: bool = False) -> dict:
     """Train one model; returns the summary also written to run_dir/train.json.
 
     stop_after: leave after this many steps (state saved), as a time-limited job would; `resume=True` then
-    continues exactly where it stopped (tests check the weights equal those of an uninterrupted run)."""
+    continues exactly where it stopped (tests check the weights equal those of an uninterrupted run).
+    overwrite: a new run may replace what run_dir holds (without it a non-empty run_dir is refused)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
 
     run_dir = Path(run_dir)
     tc = cfg.train
@@ -211,106 +201,136 @@ def train(cfg: LanguageConfig, run_dir: str | Path, resume: bool = False, accele
         accelerator = Accelerator(cpu=tc.cpu, mixed_precision=tc.mixed_precision,
                                   log_with=None if tc.log_with == "none" else tc.log_with,
                                   project_dir=str(run_dir))
-    if resume:
-        if _last_state(run_dir) is None:
-            raise CheckpointError(f"{run_dir}: nothing to resume (no state/ directory)")
-    elif accelerator.is_main_process:
-        if (run_dir / "config.yaml").exists():
-            raise ConfigError(f"{run_dir} already holds a run: use --resume, or another --out")
-        run_dir.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
-    set_seed(tc.seed)
+    if tc.mixed_precision != "no" and accelerator.device.type == "cpu" and not accelerator.native_amp:
+        raise ConfigError(f"train.mixed_precision={tc.mixed_precision} needs a GPU: this run is on the CPU "
+                          f"({'train.cpu=true' if tc.cpu else 'no CUDA device is available'}), where Accelerate "
+                          "would record it but train in float32; use train.mixed_precision=no (or bf16)")
+    fresh = not resume and not run_dir.exists()
+    run = _open_run(accelerator, run_dir, resume, overwrite)
+    try:
+        set_seed(tc.seed)
+        session, train_dl, sampler = _set_up(cfg, run_dir, run, resume, accelerator)
+    except BaseException:
+        if run is not None:
+            run.close()
+            if fresh:                       # failed before training: leave no half-made run directory behind
+                shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    try:
+        return _train_loop(session, train_dl, sampler, stop_after)
+    finally:
+        if run is not None:
+            run.close()
 
+
+def _open_run(accelerator, run_dir: Path, resume: bool, overwrite: bool) -> RunDir | None:
+    """The main process opens (resume) or creates the run directory; every process checks first, so that a
+    refusal stops all of them rather than leaving the others waiting."""
+    if resume:
+        if (run_dir / "state").is_dir() and not RunDir(run_dir).checkpoints():
+            raise RunDirError(f"{run_dir} was saved by an older temt in Accelerate's pickle format (state/), which "
+                              "is not loaded because a pickle can run code: its best/ weights are still usable, "
+                              "but it cannot be resumed")
+        if RunDir(run_dir).latest() is None and not RunDir(run_dir).checkpoints():
+            raise RunDirError(f"{run_dir}: nothing to resume (no checkpoint: it stopped before its first save, "
+                              "or it is not a run; start it again with --overwrite)")
+    else:
+        RunDir.check_new(run_dir, overwrite)
+    accelerator.wait_for_everyone()
+    run = None
+    if accelerator.is_main_process:
+        run = RunDir.open(run_dir) if resume else RunDir.create(run_dir, overwrite=overwrite)
+    accelerator.wait_for_everyone()
+    return run
+
+
+def _set_up(cfg: LanguageConfig, run_dir: Path, run: RunDir | None, resume: bool, accelerator):
+    """Data, model, optimiser, schedule and loaders, prepared by Accelerate; on resume the saved state."""
+    from tqdm.auto import tqdm
+    tc = cfg.train
     data = prepare(cfg.data, shuffle_seed=tc.seed, splits=("train", "dev"), vocab_dir=run_dir if resume else None)
+    for split in ("train", "dev"):          # an empty split would make the epoch loop spin forever
+        if len(data.splits[split]) == 0:
+            limit = getattr(cfg.data, f"{split}_limit")
+            raise ConfigError(f"data: the {split} split of corpus {cfg.data.corpus!r} has no sentences after "
+                              f"reading and filtering (data.max_words={cfg.data.max_words}, data.{split}_limit="
+                              f"{limit}): nothing to {'train on' if split == 'train' else 'stop early on'}")
     cfg = fill_model_config(cfg, data)
-    if accelerator.is_main_process and not resume:
+    if run is not None and not resume:
         data.save_vocab(run_dir)
-        save_config(cfg, run_dir / "config.yaml")
+        run.write_config(cfg)
+        run.write_info(seed=tc.seed, processes=accelerator.num_processes)
+        run.start_log()
     if data.actions.warning():                           # train actions are all known: these come from dev
         accelerator.print(f"warning: dev: {data.actions.warning()}")
 
     model = LanguageModel(cfg.model)
     opt = torch.optim.AdamW(_param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, tc.beta2),
                             fused=False)
-
-    def lr_lambda(step):
-        if step < tc.warmup:
-            return (step + 1) / tc.warmup
-        t = min(1.0, (step - tc.warmup) / max(1, tc.steps - tc.warmup))
-        return tc.min_lr_frac + (1 - tc.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * t))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(lr_factor, tc=tc))
     train_dl = make_loader(data.splits["train"], tc.max_tokens, shuffle=True, seed=tc.seed)
     dev_dl = make_loader(data.splits["dev"], cfg.eval.max_tokens, shuffle=False)
     sampler = train_dl.batch_sampler
     model, opt, train_dl, dev_dl, sched = accelerator.prepare(model, opt, train_dl, dev_dl, sched)
     state = TrainState()
-    accelerator.register_for_checkpointing(state)
     if resume:
-        accelerator.load_state(str(_last_state(run_dir)))
+        meta = load_training_state(accelerator, run, run_dir, model, opt, sched, to_dict(cfg), RESUMABLE_CHANGES)
+        state.load_state_dict(meta["counters"])
+        if run is not None:
+            run.write_config(cfg)
+            run.truncate_log(state.step)    # rows the interrupted run wrote after this state come again
         accelerator.print(f"resumed {run_dir} at step {state.step} (epoch {state.epoch}, batch "
                           f"{state.batch_in_epoch})")
     if tc.log_with != "none":
         flat = {"pos": cfg.model.pos, "structure": cfg.model.structure, "transform": cfg.data.transform,
                 "seed": tc.seed, "d_model": cfg.model.d_model, "d_ff": cfg.model.d_ff, "lr": tc.lr}
         accelerator.init_trackers("tb", config=flat)
-
-    n_params = accelerator.unwrap_model(model).n_params()
     bar = tqdm(total=tc.steps, initial=state.step, disable=not (accelerator.is_local_main_process and tc.progress),
                desc=f"{cfg.model.pos}/{cfg.model.structure}/{cfg.data.transform} s{tc.seed}", leave=False)
-    t_start, tokens = time.time(), 0
-    model.train()
+    return _Session(cfg, run_dir, run, accelerator, model, opt, sched, dev_dl, state, bar), train_dl, sampler
 
-    def evaluate_dev():
-        scores = score_loader(model, dev_dl, accelerator)
-        metric = dev_metric(cfg.model, scores)
-        row = {"step": state.step, "dev": metric, "dev_word_ppl": ppl(scores["word_nll"], scores["n_tokens"]),
-               "dev_action_nll": float(scores["action_nll"].sum() / scores["n_tokens"].sum()),
-               "elapsed_s": time.time() - t_start}
-        improved = metric < state.best - 1e-6
-        if improved:
-            state.best, state.best_step, state.bad_evals = metric, state.step, 0
-            if accelerator.is_main_process:
-                save_checkpoint(run_dir / "best", model_tensors(accelerator.unwrap_model(model)),
-                                {"step": state.step, "dev": metric, "config": to_dict(cfg)})
-        else:
-            state.bad_evals += 1
-            state.stopped = state.bad_evals >= tc.patience
-        if accelerator.is_main_process:
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
-        accelerator.log({"dev/metric": metric, "dev/word_ppl": row["dev_word_ppl"]}, step=state.step)
-        bar.set_postfix(dev=f"{metric:.1f}", best=f"{state.best:.1f}")
 
+def lr_factor(step: int, tc: TrainConfig) -> float:
+    """Linear warm-up over tc.warmup steps, then cosine decay to tc.min_lr_frac at tc.steps."""
+    if step < tc.warmup:
+        return (step + 1) / tc.warmup
+    t = min(1.0, (step - tc.warmup) / max(1, tc.steps - tc.warmup))
+    return tc.min_lr_frac + (1 - tc.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def _train_loop(s: _Session, train_dl, sampler, stop_after: int | None) -> dict:
+    tc, state, accelerator = s.cfg.train, s.state, s.accelerator
+    tokens = 0
+    s.model.train()
     while state.step < tc.steps and not state.stopped:
         sampler.use_epoch(state.epoch)
         loader = accelerator.skip_first_batches(train_dl, state.batch_in_epoch) if state.batch_in_epoch else train_dl
         for batch in loader:
-            out = model(**batch)
+            out = s.model(**batch)
             accelerator.backward(out.loss)
             if tc.grad_clip:
-                accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+                accelerator.clip_grad_norm_(s.model.parameters(), tc.grad_clip)
+            s.opt.step()
+            s.sched.step()
+            s.opt.zero_grad(set_to_none=True)
             state.step += 1
             state.batch_in_epoch += 1
             tokens += int(batch["mask"].sum())
-            bar.update(1)
+            s.bar.update(1)
             if state.step % tc.log_every == 0:
                 loss = out.loss.item()
                 if not math.isfinite(loss):
                     raise NonFiniteError(f"training loss is {loss} at step {state.step}; the last good state is "
-                                         f"{_last_state(run_dir)} (lower train.lr, or keep "
-                                         "model.pos_check_finite=true to find where positions blow up)")
-                accelerator.log({"train/loss": loss, "train/lr": sched.get_last_lr()[0]}, step=state.step)
+                                         f"{_last_good(s)} (lower train.lr, or keep model.pos_check_finite=true "
+                                         "to find where positions blow up)")
+                accelerator.log({"train/loss": loss, "train/lr": s.sched.get_last_lr()[0]}, step=state.step)
             if state.step % tc.eval_every == 0 or state.step == tc.steps:
-                evaluate_dev()
-                model.train()
+                _evaluate_dev(s)
+                s.model.train()
                 if not tc.save_state_every:
-                    _atomic_save_state(accelerator, run_dir)
+                    _save(s)
             if tc.save_state_every and state.step % tc.save_state_every == 0:
-                _atomic_save_state(accelerator, run_dir)
+                _save(s)
             if state.step >= tc.steps or state.stopped or (stop_after and state.step >= stop_after):
                 break
         else:
@@ -318,29 +338,62 @@ def train(cfg: LanguageConfig, run_dir: str | Path, resume: bool = False, accele
             state.batch_in_epoch = 0
             continue
         if stop_after and state.step >= stop_after and state.step < tc.steps and not state.stopped:
-            _atomic_save_state(accelerator, run_dir)
-            bar.close()
+            _save(s)
+            s.bar.close()
             accelerator.end_training()
             return {"steps": state.step, "interrupted": True}
-    if not (run_dir / "best").is_dir():     # e.g. resumed a finished run: nothing new to evaluate
-        evaluate_dev()
-    bar.close()
-    _atomic_save_state(accelerator, run_dir)
-    elapsed = time.time() - t_start
+    if not (s.run_dir / "best").is_dir():     # e.g. resumed a finished run: nothing new to evaluate
+        _evaluate_dev(s)
+    s.bar.close()
+    _save(s)
+    elapsed = time.time() - s.t_start
     summary = {"steps": state.step, "best_step": state.best_step, "best_dev": state.best, "stopped_early":
-               bool(state.stopped), "params": n_params, "train_tokens_seen": tokens * accelerator.num_processes,
-               "seconds": elapsed, "tokens_per_s": tokens * accelerator.num_processes / max(elapsed, 1e-9),
+               bool(state.stopped), "params": accelerator.unwrap_model(s.model).n_params(),
+               "train_tokens_seen": tokens * accelerator.num_processes, "seconds": elapsed,
+               "tokens_per_s": tokens * accelerator.num_processes / max(elapsed, 1e-9),
                "processes": accelerator.num_processes, "device": str(accelerator.device)}
-    if accelerator.is_main_process:
-        (run_dir / "train.json").write_text(json.dumps(summary, indent=1))
+    if s.run is not None:
+        s.run.write_json("train.json", summary)
     accelerator.end_training()
     return summary
 
 
+def _last_good(s: _Session) -> str:
+    return str(s.run.latest() or "none") if s.run is not None else "(see the main process)"
+
+
+def _save(s: _Session) -> None:
+    save_training_state(s.accelerator, s.run, s.model, s.opt, s.sched, s.state.state_dict(), to_dict(s.cfg))
+
+
+def _evaluate_dev(s: _Session) -> None:
+    """Score dev, keep the best weights (best/), log the row, update early stopping."""
+    state, accelerator = s.state, s.accelerator
+    scores = score_loader(s.model, s.dev_dl, accelerator)
+    metric = dev_metric(s.cfg.model, scores)
+    if not math.isfinite(metric):
+        raise NonFiniteError(f"dev {'joint' if s.cfg.model.predicts_structure else 'word'} perplexity is {metric} "
+                             f"at step {state.step}: the weights are not finite; the last good state is "
+                             f"{_last_good(s)}")
+    row = {"step": state.step, "dev": metric, "dev_word_ppl": ppl(scores["word_nll"], scores["n_tokens"]),
+           "dev_action_nll": float(scores["action_nll"].sum() / scores["n_tokens"].sum()),
+           "elapsed_s": time.time() - s.t_start}
+    if metric < state.best - 1e-6:
+        state.best, state.best_step, state.bad_evals = metric, state.step, 0
+        if s.run is not None:
+            weights = model_tensors(accelerator.unwrap_model(s.model))
+            if non_finite(weights):
+                raise NonFiniteError(f"not saving best/ at step {state.step}: {', '.join(non_finite(weights)[:5])} "
+                                     "not finite")
+            save_checkpoint(s.run_dir / "best", weights, {"step": state.step, "dev": metric, "config": to_dict(s.cfg)})
+    else:
+        state.bad_evals += 1
+        state.stopped = state.bad_evals >= s.cfg.train.patience
+    if s.run is not None:
+        s.run.log(row)
+    accelerator.log({"dev/metric": metric, "dev/word_ppl": row["dev_word_ppl"]}, step=state.step)
+    s.bar.set_postfix(dev=f"{metric:.1f}", best=f"{state.best:.1f}")
+
+
 def merge_overrides(cfg: LanguageConfig, overrides: list[str]) -> LanguageConfig:
-    if not overrides:
-        return cfg
-    try:
-        return from_dict(LanguageConfig, _merge(to_dict(cfg), parse_overrides(overrides)))
-    except ConfigError as err:
-        raise ConfigError(f"command-line override: {err}") from None
+    return _merge_overrides(LanguageConfig, cfg, overrides)

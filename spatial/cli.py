@@ -15,23 +15,28 @@ import sys
 
 from temt_core.checkpoint import CheckpointError, latest_checkpoint
 from temt_core.config import ConfigError, load_config
+from temt_core.rundir import show_warnings_plainly
 from temt_core.validation import NonFiniteError
 
 
 def _train(args) -> int:
-    from .config import SpatialConfig
+    from .config import SpatialConfig, check_device
     from .train import Trainer, load_run_config, _merge_overrides
     if args.resume:
+        if args.overwrite:
+            raise ConfigError("--overwrite starts a new run; it cannot be combined with --resume")
         if args.config:
             raise ConfigError("--resume uses the run's own config.yaml; give changes as key=value overrides, "
                               "not --config")
         config = _merge_overrides(load_run_config(args.resume), args.overrides)
+        check_device(config.train.device)
         trainer = Trainer(config, args.resume, resume=True, progress=not args.quiet)
     else:
         if not args.out:
             raise ConfigError("train needs --out RUN_DIR (where config, logs, checkpoints and metrics go)")
         config = load_config(SpatialConfig, args.config, args.overrides)
-        trainer = Trainer(config, args.out, progress=not args.quiet)
+        check_device(config.train.device)
+        trainer = Trainer(config, args.out, progress=not args.quiet, overwrite=args.overwrite)
     final = trainer.run()
     print(f"final: acc on revisits {final['acc_revisit']:.3f}, zero-shot {final['acc_zero_shot']:.3f}, "
           f"node agent {final['node_agent']:.3f}, edge agent {final['edge_agent']:.3f}, chance "
@@ -44,6 +49,8 @@ def _load_run(args, config_cls):
     import torch
 
     from .analyse import load_trained
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1 (got {args.threads})")
     torch.set_num_threads(args.threads)
     cfg = load_config(config_cls, args.config, args.overrides)
     return (cfg, *load_trained(args.run_dir))
@@ -137,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--config", help="YAML file overriding the defaults (configs/spatial/*.yaml)")
     train.add_argument("--out", help="run directory to create")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    train.add_argument("--overwrite", action="store_true",
+                       help="delete what --out holds and start again (without it, a non-empty --out is refused)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.steps=500")
     analyse = sub.add_parser("analyse", help="grid, band and place cells of a trained run; writes report.md")
@@ -175,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     args.overrides = list(args.overrides) + extra
+    show_warnings_plainly()
     try:
         return {"train": _train, "analyse": _analyse, "scaling": _scaling, "reproduce": _reproduce,
                 "sweep": _sweep, "config": _config}[args.command](args)
@@ -182,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"temt-spatial: error: {err}", file=sys.stderr)
         return 2
     except NonFiniteError as err:
+        if args.command != "train":           # analyse / scaling / reproduce: no training run to point at
+            print(f"temt-spatial: error: {err}", file=sys.stderr)
+            return 2
         run_dir = args.resume or args.out
         last = latest_checkpoint(run_dir) if run_dir else None
         print(f"temt-spatial: training diverged: {err}\nNothing was saved after the divergence; the last good "

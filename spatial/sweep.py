@@ -36,8 +36,6 @@ processes meet over gloo). Rank r trains members r, r + N, ... of every group as
 from __future__ import annotations
 
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 
@@ -45,20 +43,23 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from temt_core.checkpoint import (CheckpointError, flatten, latest_checkpoint, load_checkpoint, save_checkpoint,
-                                  unflatten, write_latest)
-from temt_core.config import ConfigError, save_config, to_dict
+from temt_core.checkpoint import CheckpointError, flatten, latest_checkpoint, unflatten
+from temt_core.config import ConfigError, to_dict
 from temt_core.model import TEMt, TEMtState
 from temt_core.population import PopulationAdam, TEMtPopulation
+from temt_core.rundir import RunDir, changed_keys
 from temt_core.validation import NonFiniteError
 
 from .metrics import accuracy_summary
 from .sweep_file import Member, assign_groups, load_sweep, trains_alone     # noqa: F401 (assign_groups: re-exported)
 from .sweep_summary import DIVERGED, write_summary
-from .train import RESUMABLE_CHANGES, Trainer, _flat_diff, evaluate, git_commit, learning_rate
+from .train import RESUMABLE_CHANGES, Trainer, evaluate, learning_rate
 from .walks import WalkStream
 
 # -- one population --------------------------------------------------------------------------------------------------
+
+GROUP_LOG = "log.jsonl"             # a group's own log: population size and speed per log step
+
 
 class PopulationTrainer:
     """spatial.train.Trainer for a group of members: one TEMtPopulation, per-member Adam, learning-rate schedule,
@@ -87,6 +88,7 @@ class PopulationTrainer:
         self.state: TEMtState | None = None
         self.step = 0
         self.dtype = dtype
+        self.group = RunDir(self.group_dir)     # the population's checkpoints and log.jsonl
         if resume and latest_checkpoint(self.group_dir) is not None:
             self._resume()
         else:
@@ -96,27 +98,27 @@ class PopulationTrainer:
     def P(self) -> int:
         return len(self.members)
 
+    @property
+    def member_runs(self) -> list[RunDir]:
+        return [RunDir(d) for d in self.member_dirs]
+
     # -- run directories ---------------------------------------------------------------------------------------
 
     def _start(self) -> None:
         self.group_dir.mkdir(parents=True, exist_ok=True)
-        (self.group_dir / "log.jsonl").write_text("")
-        for m, d in zip(self.members, self.member_dirs):
+        self.group.start_log(GROUP_LOG)
+        for m, d, run in zip(self.members, self.member_dirs, self.member_runs):
             d.mkdir(parents=True, exist_ok=True)
-            save_config(m.config, d / "config.yaml")
-            (d / "metrics.jsonl").write_text("")
+            run.write_config(m.config)
+            run.start_log()
             (d / DIVERGED).unlink(missing_ok=True)
-            info = {"seed": m.config.train.seed, "commit": git_commit(), "torch": torch.__version__,
-                    "python": platform.python_version(), "machine": platform.machine(), "argv": sys.argv,
-                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    "parameters": sum(p[0].numel() for p in self.population.parameters()),
-                    "sweep": {"member": m.name, "group": m.group, "overrides": m.overrides,
-                              "population": [x.name for x in self.members]}}
-            (d / "run.json").write_text(json.dumps(info, indent=1))
+            run.write_info(seed=m.config.train.seed,
+                           parameters=sum(p[0].numel() for p in self.population.parameters()),
+                           sweep={"member": m.name, "group": m.group, "overrides": m.overrides,
+                                  "population": [x.name for x in self.members]})
 
     def _resume(self) -> None:
-        ckpt = latest_checkpoint(self.group_dir)
-        tensors, meta = load_checkpoint(ckpt)
+        ckpt, tensors, meta = self.group.resume_point(require=("step", "members", "configs", "optimizer", "walk_rng"))
         names = [m.name for m in self.members]
         if meta["members"] != [n for n in names if n in meta["members"]]:
             raise ConfigError(f"cannot resume {ckpt}: it holds members {meta['members']}, the plan has {names}")
@@ -124,7 +126,7 @@ class PopulationTrainer:
         if gone:                                        # they diverged before this checkpoint
             self._keep([p for p in range(len(names)) if p not in gone])
         for m, saved in zip(self.members, meta["configs"]):
-            changed = [k for k in _flat_diff(saved, to_dict(m.config)) if k not in RESUMABLE_CHANGES]
+            changed = [k for k in changed_keys(saved, to_dict(m.config)) if k not in RESUMABLE_CHANGES]
             if changed:
                 raise ConfigError(f"cannot resume {ckpt}: member {m.name}: {', '.join(changed)} differ (only "
                                   f"{', '.join(sorted(RESUMABLE_CHANGES))} may change on resume)")
@@ -143,11 +145,10 @@ class PopulationTrainer:
         self.step = meta["step"]
         torch.set_rng_state(tensors["rng.torch"])
         # drop log lines written after this checkpoint by the interrupted run, so none is counted twice
-        for log in [self.group_dir / "log.jsonl"] + [d / "metrics.jsonl" for d in self.member_dirs]:
-            lines = log.read_text().splitlines() if log.exists() else []
-            log.write_text("".join(l + "\n" for l in lines if json.loads(l)["step"] <= self.step))
-        for m, d in zip(self.members, self.member_dirs):
-            save_config(m.config, d / "config.yaml")
+        self.group.truncate_log(self.step, GROUP_LOG)
+        for m, d, run in zip(self.members, self.member_dirs, self.member_runs):
+            run.truncate_log(self.step)
+            run.write_config(m.config)
             (d / DIVERGED).unlink(missing_ok=True)     # it was alive at this checkpoint; it may diverge again
 
     def save(self) -> Path:
@@ -164,16 +165,12 @@ class PopulationTrainer:
             walk_rng.append(s["rng"])
         meta = {"step": self.step, "members": [m.name for m in self.members],             # survivors only
                 "configs": [to_dict(c) for c in self.configs], "optimizer": optimizer, "walk_rng": walk_rng}
-        name = f"step-{self.step:07d}"
-        path = save_checkpoint(self.group_dir / "checkpoints" / name, tensors, meta)
-        write_latest(self.group_dir, f"checkpoints/{name}")
-        _prune(self.group_dir / "checkpoints", self.configs[0].train.keep_checkpoints)
-        return path
+        return self.group.save(self.step, tensors, meta, keep=self.configs[0].train.keep_checkpoints)
 
     def save_members(self) -> None:
         """Every member as a single run's checkpoint (Trainer's layout: model, optimizer, walks, state, RNG)."""
         B = self.configs[0].train.batch_size
-        for p, (c, d) in enumerate(zip(self.configs, self.member_dirs)):
+        for p, (c, run) in enumerate(zip(self.configs, self.member_runs)):
             model = self.population.member_model(p)          # the population's dtype (float32 unless testing)
             tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
             if self.state is not None:
@@ -184,14 +181,10 @@ class PopulationTrainer:
             s = self.walks[p].state_dict()
             tensors.update({f"walks.{k}": torch.from_numpy(v) for k, v in s["arrays"].items()})
             meta = {"step": self.step, "config": to_dict(c), "optimizer": optimizer, "walk_rng": s["rng"]}
-            name = f"step-{self.step:07d}"
-            save_checkpoint(d / "checkpoints" / name, tensors, meta)
-            write_latest(d, f"checkpoints/{name}")
-            _prune(d / "checkpoints", c.train.keep_checkpoints)
+            run.save(self.step, tensors, meta, keep=c.train.keep_checkpoints)
 
     def _log(self, p: int, record: dict) -> None:
-        with open(self.member_dirs[p] / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        self.member_runs[p].log(record)
 
     # -- training ----------------------------------------------------------------------------------------------
 
@@ -285,10 +278,9 @@ class PopulationTrainer:
                            for p, m in enumerate(self.members)]
                 for p, r in enumerate(records):
                     self._log(p, r)
-                with open(self.group_dir / "log.jsonl", "a") as f:
-                    f.write(json.dumps({"step": self.step, "members": self.P, "steps_per_s": steps_per_s,
-                                        "walk_steps_per_s": steps_per_s * self.P * t.batch_size * t.chunk_length,
-                                        "loss_mean": float(np.mean([r["loss"] for r in records]))}) + "\n")
+                self.group.log({"step": self.step, "members": self.P, "steps_per_s": steps_per_s,
+                                "walk_steps_per_s": steps_per_s * self.P * t.batch_size * t.chunk_length,
+                                "loss_mean": float(np.mean([r["loss"] for r in records]))}, GROUP_LOG)
                 if self.bar is not None:
                     self.bar.set_postfix(loss=f"{np.mean([r['loss'] for r in records]):.3f}",
                                          acc_revisit=f"{np.mean([r['acc_revisit'] for r in records]):.3f}")
@@ -303,8 +295,8 @@ class PopulationTrainer:
         if final is None:                      # resumed at the end: evaluate once more for the summary
             final = [{"step": self.step, "split": "eval", **r} for r in self.evaluate()]
         self.save_members()
-        for d, f in zip(self.member_dirs, final):
-            (d / "metrics.json").write_text(json.dumps(f, indent=1))
+        for run, f in zip(self.member_runs, final):
+            run.write_json("metrics.json", f)
         return final
 
     def _evaluate_and_log(self) -> list[dict]:
@@ -331,14 +323,6 @@ class PopulationTrainer:
                 record[k] = float(np.mean([w[k] for w in window]))
         record.update({k: acc[k] for k in ("acc", "acc_revisit", "acc_zero_shot", "node_agent", "edge_agent")})
         return record
-
-
-def _prune(folder: Path, keep: int) -> None:
-    kept = sorted(p for p in folder.glob("step-*") if p.is_dir() and "." not in p.name)
-    for old in kept[:-keep]:
-        for f in old.iterdir():
-            f.unlink()
-        old.rmdir()
 
 
 # -- the whole sweep ---------------------------------------------------------------------------------------------
@@ -369,7 +353,7 @@ def check_resume(saved: dict, members: list[Member]) -> None:
         m, o = new[name], old[name]
         if m.overrides != o["overrides"]:
             problems.append(f"member {name}: overrides {o['overrides']} in the run, {m.overrides} in the file")
-        diff = [k for k in _flat_diff(o["config"], to_dict(m.config)) if k not in RESUMABLE_CHANGES]
+        diff = [k for k in changed_keys(o["config"], to_dict(m.config)) if k not in RESUMABLE_CHANGES]
         for k in diff:
             get = lambda d: _dig(d, k)
             problems.append(f"member {name}: {k} is {get(o['config'])!r} in the run, {get(to_dict(m.config))!r} "
@@ -469,7 +453,10 @@ def _train_alone(members: list[Member], dirs: list[Path], resume: bool, bar, dty
         if _finished(d, steps):
             bar.update(steps)
             continue
-        trainer = Trainer(m.config, d, resume=resume and latest_checkpoint(d) is not None, progress=False)
+        # a member the sweep started but that stopped before its first checkpoint is started again
+        has_checkpoint = latest_checkpoint(d) is not None
+        trainer = Trainer(m.config, d, resume=resume and has_checkpoint, overwrite=resume and not has_checkpoint,
+                          progress=False)
         start = trainer.step
         bar.update(start)
         trainer.run()

@@ -4,23 +4,20 @@
     python -m spatial train --config configs/spatial/quick.yaml --out runs/quick
     temt-spatial train --resume runs/quick train.steps=2000       # continue exactly where it stopped
 
-A run directory holds:
+A run directory (temt_core.rundir, shared with the language package) holds:
     config.yaml       the resolved config (defaults <- YAML <- key=value)
     run.json          seed, git commit, versions, command line
     metrics.jsonl     one JSON object per log line: {"step", "split": "train" | "eval", ...}
     metrics.json      the final evaluation
     tb/               TensorBoard logs (if tensorboard is installed)
-    checkpoints/      step-NNNNNNN/ (safetensors + JSON, atomic), LATEST names the newest
+    checkpoints/      step-NNNNNNN/ (safetensors + JSON with checksums, atomic), LATEST names the newest
+    run.lock          held while a trainer writes the run
 A checkpoint holds the model, the optimizer, the walk generator (worlds, positions, RNG) and the model's carried
 state (positions and memories), so a resumed run continues with exactly the numbers an uninterrupted run gets.
 """
 from __future__ import annotations
 
-import json
 import math
-import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,9 +25,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from temt_core.checkpoint import (CheckpointError, flatten, latest_checkpoint, load_checkpoint, save_checkpoint,
-                                  unflatten, write_latest)
-from temt_core.config import ConfigError, from_dict, save_config, to_dict
+from temt_core.checkpoint import flatten, unflatten
+from temt_core.config import to_dict
+from temt_core.rundir import RunDir, check_resume_config, merge_overrides
+from temt_core.rundir import load_run_config as _load_run_config
 from temt_core.model import TEMt, TEMtState
 
 from .config import SpatialConfig
@@ -50,35 +48,12 @@ def learning_rate(step: int, cfg) -> float:
     return max(cfg.lr_min, cfg.lr_min + (cfg.lr_max - cfg.lr_min) * 0.5 ** (step / cfg.lr_half_life))
 
 
-def git_commit() -> str:
-    try:
-        root = Path(__file__).resolve().parent.parent
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10)
-        if sha.returncode:
-            return "unknown"
-        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def _flat_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for k in sorted(set(a) | set(b)):
-        path = f"{prefix}{k}"
-        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
-            keys += _flat_diff(a[k], b[k], path + ".")
-        elif a.get(k) != b.get(k):
-            keys.append(path)
-    return keys
-
-
 class Trainer:
     def __init__(self, config: SpatialConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
-                 worlds: list | None = None):
+                 worlds: list | None = None, overwrite: bool = False):
         """worlds: your own worlds (spatial.worlds.graph_world, ...) to train and evaluate on instead of the
-        config's square/hex family; give them again when resuming."""
+        config's square/hex family; give them again when resuming. A new run refuses a directory that holds
+        anything unless overwrite=True (which deletes it)."""
         self.config, self.run_dir, self.progress, self.worlds = config, Path(run_dir), progress, worlds
         if worlds is not None:
             wrong = [w.name for w in worlds if w.n_actions != config.model.n_actions]
@@ -95,6 +70,7 @@ class Trainer:
         self.state: TEMtState | None = None
         self.step = 0
         self.tb = None
+        self.overwrite = overwrite
         if resume:
             self._resume()
         else:
@@ -103,26 +79,15 @@ class Trainer:
     # -- run directory ---------------------------------------------------------------------------------------
 
     def _start(self) -> None:
-        if (self.run_dir / "checkpoints").exists() and latest_checkpoint(self.run_dir) is not None:
-            raise FileExistsError(f"{self.run_dir} already holds a run with checkpoints: resume it with "
-                                  f"--resume {self.run_dir}, or choose another --out")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(self.config, self.run_dir / "config.yaml")
-        (self.run_dir / "metrics.jsonl").write_text("")
-        info = {"seed": self.config.train.seed, "commit": git_commit(), "torch": torch.__version__,
-                "python": platform.python_version(), "machine": platform.machine(), "argv": sys.argv,
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "parameters": self.model.num_parameters()}
-        (self.run_dir / "run.json").write_text(json.dumps(info, indent=1))
+        self.rundir = RunDir.create(self.run_dir, overwrite=self.overwrite)
+        self.rundir.write_config(self.config)
+        self.rundir.start_log()
+        self.rundir.write_info(seed=self.config.train.seed, parameters=self.model.num_parameters())
 
     def _resume(self) -> None:
-        ckpt = latest_checkpoint(self.run_dir)
-        if ckpt is None:
-            raise CheckpointError(f"{self.run_dir} has no complete checkpoint to resume from")
-        tensors, meta = load_checkpoint(ckpt)
-        changed = [k for k in _flat_diff(meta["config"], to_dict(self.config)) if k not in RESUMABLE_CHANGES]
-        if changed:
-            raise ConfigError(f"cannot resume {ckpt} with a different config: {', '.join(changed)} differ "
-                              f"(only {', '.join(sorted(RESUMABLE_CHANGES))} may change on resume)")
+        self.rundir = RunDir.open(self.run_dir)
+        ckpt, tensors, meta = self.rundir.resume_point(require=("step", "config", "optimizer", "walk_rng"))
+        check_resume_config(meta["config"], to_dict(self.config), RESUMABLE_CHANGES, str(ckpt))
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         self.optimizer.load_state_dict(unflatten(meta["optimizer"], tensors))
         self.walks.load_state_dict({"arrays": {k[6:]: v.numpy() for k, v in tensors.items() if k.startswith("walks.")},
@@ -131,11 +96,8 @@ class Trainer:
                                              if k.startswith("state.")})
         self.step = meta["step"]
         torch.set_rng_state(tensors["rng.torch"])
-        save_config(self.config, self.run_dir / "config.yaml")
-        # drop log lines written after this checkpoint by the interrupted run, so none is counted twice
-        log = self.run_dir / "metrics.jsonl"
-        lines = log.read_text().splitlines() if log.exists() else []
-        log.write_text("".join(l + "\n" for l in lines if json.loads(l)["step"] <= self.step))
+        self.rundir.write_config(self.config)
+        self.rundir.truncate_log(self.step)    # rows the interrupted run wrote after this checkpoint come again
 
     def save(self) -> Path:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
@@ -146,19 +108,10 @@ class Trainer:
         walks = self.walks.state_dict()
         tensors.update({f"walks.{k}": torch.from_numpy(v) for k, v in walks["arrays"].items()})
         meta = {"step": self.step, "config": to_dict(self.config), "optimizer": optimizer, "walk_rng": walks["rng"]}
-        name = f"step-{self.step:07d}"
-        path = save_checkpoint(self.run_dir / "checkpoints" / name, tensors, meta)
-        write_latest(self.run_dir, f"checkpoints/{name}")
-        kept = sorted(p for p in (self.run_dir / "checkpoints").glob("step-*") if p.is_dir() and "." not in p.name)
-        for old in kept[:-self.config.train.keep_checkpoints]:
-            for f in old.iterdir():
-                f.unlink()
-            old.rmdir()
-        return path
+        return self.rundir.save(self.step, tensors, meta, keep=self.config.train.keep_checkpoints)
 
     def log(self, record: dict) -> None:
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        self.rundir.log(record)
         if self.tb is not None:
             split = record["split"]
             for k, v in record.items():
@@ -196,6 +149,12 @@ class Trainer:
         return evaluate(self.model, self.config, self.device, self.worlds)
 
     def run(self) -> dict:
+        try:
+            return self._run()
+        finally:
+            self.rundir.close()
+
+    def _run(self) -> dict:
         t, e = self.config.train, self.config.eval
         self._open_tensorboard()
         window: list[dict] = []
@@ -226,7 +185,7 @@ class Trainer:
         bar.close()
         if final is None:                      # resumed at the end: evaluate once more for the summary
             final = {"step": self.step, "split": "eval", **self.evaluate()}
-        (self.run_dir / "metrics.json").write_text(json.dumps(final, indent=1))
+        self.rundir.write_json("metrics.json", final)
         if self.tb is not None:
             self.tb.close()
         return final
@@ -272,19 +231,9 @@ def evaluate(model: TEMt, config: SpatialConfig, device, worlds: list | None = N
 
 
 def load_run_config(run_dir: str | Path) -> SpatialConfig:
-    import yaml
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run directory: {path} is missing")
-    return from_dict(SpatialConfig, yaml.safe_load(path.read_text()), "")
+    return _load_run_config(SpatialConfig, run_dir)
 
 
 def _merge_overrides(config: SpatialConfig, overrides: list[str]) -> SpatialConfig:
     """Apply key=value overrides on top of an existing config (used on resume)."""
-    from temt_core.config import _merge, parse_overrides
-    if not overrides:
-        return config
-    try:
-        return from_dict(SpatialConfig, _merge(to_dict(config), parse_overrides(overrides)))
-    except ConfigError as err:
-        raise ConfigError(f"command-line override: {err}") from None
+    return merge_overrides(SpatialConfig, config, overrides)

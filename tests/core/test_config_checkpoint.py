@@ -5,8 +5,8 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
-from temt_core.checkpoint import (CheckpointError, flatten, latest_checkpoint, load_checkpoint, save_checkpoint,
-                                  unflatten, write_latest)
+from temt_core.checkpoint import (FORMAT_VERSION, CheckpointError, flatten, latest_checkpoint, load_checkpoint,
+                                  save_checkpoint, unflatten, write_latest)
 from temt_core.config import ConfigError, load_config, parse_overrides, to_dict
 from temt_core.model import TEMtConfig
 
@@ -78,7 +78,7 @@ def test_checkpoint_round_trip_with_nested_state(tmp_path):
     meta = {"optimizer": flatten(opt.state_dict(), "optim", tensors), "step": 5}
     path = save_checkpoint(tmp_path / "ck", tensors, meta)
     loaded, meta2 = load_checkpoint(path)
-    assert meta2["step"] == 5 and meta2["format_version"] == 1
+    assert meta2["step"] == 5 and meta2["format_version"] == FORMAT_VERSION == 2
     state = unflatten(meta2["optimizer"], loaded)
     opt2 = torch.optim.Adam(model.parameters())
     opt2.load_state_dict(state)
@@ -96,7 +96,7 @@ def test_checkpoint_errors_and_atomic_replace(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope")
     (tmp_path / "ck" / "tensors.safetensors").write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="corrupt tensor file"):
+    with pytest.raises(CheckpointError, match="tensors.safetensors: checksum mismatch"):
         load_checkpoint(tmp_path / "ck")
     meta = json.loads((tmp_path / "ck" / "meta.json").read_text())
     meta["format_version"] = 99

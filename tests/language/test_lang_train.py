@@ -1,6 +1,5 @@
 """Training through Accelerate on a toy treebank: files, learning, exact resume, safe saves, test scored once."""
 import json
-import os
 
 import numpy as np
 import pytest
@@ -12,8 +11,7 @@ from language.data import make_loader, prepare
 from language.evaluate import ppl, score_loader
 from language.model import LanguageModel
 from language.study import evaluate_run
-from language.train import (LanguageConfig, _atomic_save_state, _last_state, dev_metric, fill_model_config,
-                            load_run_config, load_trained, train)
+from language.train import LanguageConfig, dev_metric, fill_model_config, load_run_config, load_trained, train
 from temt_core.checkpoint import CheckpointError
 from temt_core.config import ConfigError, load_config
 
@@ -27,7 +25,7 @@ def test_train_writes_a_run_and_learns(toy_root, tmp_path):
     summary = train(cfg, tmp_path / "g")
     run = tmp_path / "g"
     for name in ("config.yaml", "words.json", "actions.json", "tree_labels.json", "metrics.jsonl", "train.json",
-                 "best/tensors.safetensors", "best/meta.json", "state/model.safetensors"):
+                 "best/tensors.safetensors", "best/meta.json", "run.json", "LATEST", "checkpoints/step-0000040/meta.json"):
         assert (run / name).is_file(), name
     saved = load_run_config(run)
     assert saved.model.n_actions == len(json.loads((run / "actions.json").read_text())["names"])
@@ -41,8 +39,9 @@ def test_train_writes_a_run_and_learns(toy_root, tmp_path):
     assert summary["best_dev"] < 0.5 * untrained
     model = load_trained(run)
     assert dev_metric(saved.model, score_loader(model, dl)) == pytest.approx(summary["best_dev"], rel=1e-4)
-    with pytest.raises(ConfigError, match="already holds a run"):
+    with pytest.raises(CheckpointError, match="already holds a run"):
         train(cfg, run)
+    assert not any(p.suffix == ".pkl" or p.name.endswith(".bin") for p in run.rglob("*"))   # tensors and JSON only
 
 
 def test_resume_continues_exactly(toy_root, tmp_path):
@@ -52,9 +51,9 @@ def test_resume_continues_exactly(toy_root, tmp_path):
     part = train(cfg, tmp_path / "split", stop_after=20)
     assert part == {"steps": 20, "interrupted": True}
     train(load_run_config(tmp_path / "split"), tmp_path / "split", resume=True)
-    a = load_file(str(tmp_path / "straight" / "state" / "model.safetensors"))
-    b = load_file(str(tmp_path / "split" / "state" / "model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    a = load_file(str(tmp_path / "straight" / "checkpoints" / "step-0000030" / "tensors.safetensors"))
+    b = load_file(str(tmp_path / "split" / "checkpoints" / "step-0000030" / "tensors.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)     # weights, AdamW, RNG streams
     la = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
     lb = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["dev"] for x in la] == [json.loads(x)["dev"] for x in lb]
@@ -62,34 +61,11 @@ def test_resume_continues_exactly(toy_root, tmp_path):
         train(cfg, tmp_path / "nothing", resume=True)
 
 
-class _FailingAccelerator:
-    is_main_process = True
-
-    def wait_for_everyone(self):
-        pass
-
-    def save_state(self, path):
-        os.makedirs(path)
-        with open(os.path.join(path, "model.safetensors"), "w") as f:
-            f.write("half a file")
-        raise OSError("disk full")
-
-
-def test_a_failed_save_never_replaces_the_last_good_state(tmp_path):
-    good = tmp_path / "state"
-    good.mkdir()
-    (good / "model.safetensors").write_text("good")
-    with pytest.raises(OSError, match="disk full"):
-        _atomic_save_state(_FailingAccelerator(), tmp_path)
-    assert (good / "model.safetensors").read_text() == "good"
-    assert _last_state(tmp_path) == good
-
-
 def test_corrupt_best_checkpoint_is_a_clear_error(toy_root, tmp_path):
     cfg = cfg_for(toy_root, **{"train.steps": 20})
     train(cfg, tmp_path / "r")
     (tmp_path / "r" / "best" / "tensors.safetensors").write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="corrupt tensor file"):
+    with pytest.raises(CheckpointError, match="best/tensors.safetensors: checksum mismatch"):
         load_trained(tmp_path / "r")
 
 
@@ -114,3 +90,57 @@ def test_fill_model_config_from_data(toy_root):
     data = prepare(cfg.data, splits=())
     filled = fill_model_config(cfg, data)
     assert filled.model.vocab_size == data.words.get_vocab_size() and filled.model.action_names[0] == "<overflow>"
+
+
+def test_resume_checks_the_config_and_the_number_of_processes(toy_root, tmp_path):
+    cfg = cfg_for(toy_root, **{"train.steps": 20, "train.eval_every": 10})
+    train(cfg, tmp_path / "r", stop_after=10)
+    from temt_core.rundir import merge_overrides
+    changed = merge_overrides(LanguageConfig, load_run_config(tmp_path / "r"), ["model.d_ff=128"])
+    with pytest.raises(ConfigError, match=r"model.d_ff differ"):
+        train(changed, tmp_path / "r", resume=True)
+    changed = merge_overrides(LanguageConfig, load_run_config(tmp_path / "r"), ["data.actions.max_up=3"])
+    with pytest.raises(ConfigError, match=r"data.actions.max_up differ"):
+        train(changed, tmp_path / "r", resume=True)
+    longer = merge_overrides(LanguageConfig, load_run_config(tmp_path / "r"), ["train.steps=30"])
+    assert train(longer, tmp_path / "r", resume=True)["steps"] == 30            # a longer run is allowed
+
+
+def test_an_empty_training_split_is_an_error_and_leaves_no_run_behind(toy_root, tmp_path):
+    cfg = cfg_for(toy_root, **{"data.max_words": 1})         # every toy sentence is longer: nothing left
+    with pytest.raises(ConfigError, match=r"the train split .* has no sentences .*data.max_words=1"):
+        train(cfg, tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+def test_non_finite_weights_fail_loudly_instead_of_stopping_early(toy_root, tmp_path, monkeypatch, capsys):
+    from language.cli import main
+    original = torch.optim.AdamW.step
+
+    def poisoned(self, *a, **k):
+        out = original(self, *a, **k)
+        with torch.no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p.fill_(float("nan"))
+        return out
+    monkeypatch.setattr(torch.optim.AdamW, "step", poisoned)
+    code = main(["train", "--out", str(tmp_path / "r")] + tiny_overrides(toy_root))
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "perplexity is nan at step 20: the weights are not finite" in err
+    assert not (tmp_path / "r" / "best").exists() and not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_a_damaged_state_falls_back_to_the_one_before(toy_root, tmp_path):
+    cfg = cfg_for(toy_root, **{"train.steps": 30, "train.eval_every": 10})
+    train(cfg, tmp_path / "straight")
+    train(cfg, tmp_path / "r", stop_after=20)
+    (tmp_path / "r" / "checkpoints" / "step-0000020" / "tensors.safetensors").write_bytes(b"trunc")
+    with pytest.warns(UserWarning, match="skipped damaged checkpoint .*step-0000020"):
+        train(load_run_config(tmp_path / "r"), tmp_path / "r", resume=True)
+    a = load_file(str(tmp_path / "straight" / "checkpoints" / "step-0000030" / "tensors.safetensors"))
+    b = load_file(str(tmp_path / "r" / "checkpoints" / "step-0000030" / "tensors.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [json.loads(x)["step"] for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert rows == [10, 20, 30]                                # the step-20 row is not counted twice

@@ -38,6 +38,15 @@ def test_tiny_run_with_landmark_correction_learns(tmp_path):
     assert train[-1]["x_corr"] < train[0]["x_corr"] and train[-1]["g"] > 0
 
 
+def _assert_same_run(a: Trainer, b: Trainer) -> None:
+    """Bit-equal weights and the same training log (speeds aside)."""
+    for (k, v), (k2, v2) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2), k
+    strip = lambda run: [{k: v for k, v in json.loads(l).items() if "per_s" not in k}
+                         for l in (run / "metrics.jsonl").read_text().splitlines() if '"train"' in l]
+    assert strip(a.run_dir) == strip(b.run_dir)
+
+
 def test_resume_continues_exactly(tmp_path):
     base = TINY + ["train.log_every=10", "eval.every=1000", "train.checkpoint_every=20", "eval.steps=100"]
     straight = Trainer(load_config(SpatialConfig, None, base + ["train.steps=40"]), tmp_path / "a", progress=False)
@@ -48,11 +57,7 @@ def test_resume_continues_exactly(tmp_path):
                       progress=False)
     assert resumed.step == 20
     resumed.run()
-    for (k, v), (k2, v2) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
-        assert k == k2 and torch.equal(v, v2), k
-    strip = lambda p: [{k: v for k, v in json.loads(l).items() if "per_s" not in k}
-                       for l in (p / "metrics.jsonl").read_text().splitlines() if '"train"' in l]
-    assert strip(tmp_path / "a") == strip(tmp_path / "b")
+    _assert_same_run(straight, resumed)
 
 
 def test_cli_reports_bad_config(tmp_path, capsys):
@@ -112,3 +117,49 @@ def test_training_on_your_own_graph(tmp_path):
     assert final["n_revisit"] > 0 and 0 <= final["acc_revisit"] <= 1
     with pytest.raises(ValueError, match="different number of actions"):
         Trainer(load_config(SpatialConfig, None, ["walks.kind=graph"]), tmp_path / "x", worlds=[ring])
+
+
+def test_resume_falls_back_past_a_damaged_checkpoint_and_still_continues_exactly(tmp_path, capsys):
+    """Damage the newest checkpoint and leave a half-written log line: resume reports the damage, continues from
+    the one before, and ends with the weights and log of an uninterrupted run."""
+    base = TINY + ["train.log_every=10", "eval.every=1000", "train.checkpoint_every=10", "train.keep_checkpoints=3",
+                   "eval.steps=100", "train.steps=40"]
+    straight = Trainer(load_config(SpatialConfig, None, base), tmp_path / "a", progress=False)
+    straight.run()
+    part = Trainer(load_config(SpatialConfig, None, base[:-1] + ["train.steps=30"]), tmp_path / "b", progress=False)
+    part.run()
+    (tmp_path / "b" / "checkpoints" / "step-0000030" / "tensors.safetensors").write_bytes(b"truncated")
+    with open(tmp_path / "b" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 31, "split": "tr')               # a kill in the middle of a log write
+    assert main(["train", "--quiet", "--resume", str(tmp_path / "b"), "train.steps=40"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: skipped damaged checkpoint" in err and "step-0000030" in err and "resuming from" in err
+    resumed = Trainer(load_config(SpatialConfig, None, base), tmp_path / "b", resume=True, progress=False)
+    assert resumed.step == 40
+    _assert_same_run(straight, resumed)
+
+
+def test_out_onto_a_non_empty_directory_needs_overwrite(tmp_path, capsys):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 5}\n')       # e.g. a run whose LATEST was lost
+    args = ["train", "--quiet", "--out", str(out)] + TINY + ["train.steps=2", "eval.every=2", "eval.steps=50"]
+    assert main(args) == 2
+    assert "already holds files (metrics.jsonl)" in capsys.readouterr().err
+    assert (out / "metrics.jsonl").read_text() == '{"step": 5}\n'
+    assert main(args + ["--overwrite"]) == 0 and (out / "LATEST").is_file()
+    assert main(["train", "--resume", str(out), "--overwrite"]) == 2
+
+
+def test_non_finite_weights_are_never_checkpointed(tmp_path):
+    cfg = load_config(SpatialConfig, None, TINY + ["train.steps=4", "train.checkpoint_every=2", "eval.every=100",
+                                                   "eval.steps=50"])
+    trainer = Trainer(cfg, tmp_path / "r", progress=False)
+    trainer.run()
+    with torch.no_grad():
+        next(trainer.model.parameters()).fill_(float("nan"))
+    trainer.step = 6
+    from temt_core.validation import NonFiniteError
+    with pytest.raises(NonFiniteError, match=r"not saving a checkpoint at step 6: model\..* not finite"):
+        trainer.save()
+    assert (tmp_path / "r" / "LATEST").read_text().strip() == "checkpoints/step-0000004"
