@@ -23,6 +23,7 @@ def _model(overrides=()):
     return TEMt(cfg.model).eval(), cfg
 
 
+@pytest.mark.slow        # 9-10 s on a loaded 2-core CPU
 def test_analysis_and_report_on_a_tiny_model(tmp_path):
     model, cfg = _model(["model.transition_init_std=0.5"])
     acfg = AnalysisConfig(sizes=(5, 5), steps=300, n_shuffles=10, n_perm=10)
