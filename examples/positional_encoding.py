@@ -3,9 +3,8 @@
     python examples/positional_encoding.py OUT_DIR
 
 An encoding is an nn.Module with a `contract` (language/positions.py lists them) and the method that contract
-calls; a `bias` encoding gives bias(q_index, k_index) -> (H, Tq, Tk), added to the attention scores. Build the
-model with a built-in encoding of the same contract and swap yours in (to make it a config name, add it to
-POSITIONS and build_encoding in language/positions.py). 60 steps: the plumbing, not a result.
+calls; a `bias` encoding gives bias(q_index, k_index) -> (H, Tq, Tk), added to the attention scores.
+`register_encoding` makes it a value of `model.pos` like the built-in ones. 60 steps: the plumbing, not a result.
 """
 import sys
 from pathlib import Path
@@ -13,7 +12,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from safetensors.torch import save_model
+
 from language.model import LanguageModel, ModelConfig
+from language.positions import register_encoding
 
 
 class LearnedSlopes(nn.Module):
@@ -30,9 +32,9 @@ class LearnedSlopes(nn.Module):
 
 torch.manual_seed(0)
 torch.set_num_threads(1)
-cfg = ModelConfig(pos="alibi", vocab_size=20, d_model=32, n_layer=2, n_head=4, d_ff=64, dropout=0.0)
-model = LanguageModel(cfg)
-model.enc = LearnedSlopes(cfg.n_head)                       # the model calls model.enc.bias(...) (contract 'bias')
+register_encoding("learned_slopes", LearnedSlopes, lambda cfg: LearnedSlopes(cfg.n_head))
+cfg = ModelConfig(pos="learned_slopes", vocab_size=20, d_model=32, n_layer=2, n_head=4, d_ff=64, dropout=0.0)
+model = LanguageModel(cfg)                                  # calls model.enc.bias(...) (contract 'bias')
 opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
 for step in range(60):      # BOS, 6 random words said twice, EOS (best possible loss 6 ln 16 / 13 = 1.28)
     words = torch.randint(4, 20, (16, 6))
@@ -41,5 +43,5 @@ for step in range(60):      # BOS, 6 random words said twice, EOS (best possible
     loss.backward()
     opt.step()
 Path(sys.argv[1]).mkdir(parents=True, exist_ok=True)
-torch.save(model.state_dict(), Path(sys.argv[1]) / "learned_slopes.pt")
+save_model(model, str(Path(sys.argv[1]) / "learned_slopes.safetensors"))     # tensors only, tied weights once
 print(f"loss {loss.item():.3f} after 60 steps; slopes {model.enc.log_slope.exp().detach().numpy().round(3)}")

@@ -27,6 +27,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
+from temt_core.config import ConfigError  # noqa: E402
+
 from .actions import NEXT, ActionConfig, ActionVocab, action_names, shuffle_actions, tree_action_names  # noqa: E402
 from .trees import ReadStats, Tree, read_brackets, read_conllu, read_ptb_zip  # noqa: E402
 
@@ -243,8 +245,10 @@ class TokenBatchSampler(torch.utils.data.Sampler):
 
     def __init__(self, lengths: Sequence[int], max_tokens: int, shuffle: bool = True, seed: int = 0):
         if max_tokens < max(lengths, default=1):
-            raise ValueError(f"max_tokens={max_tokens} is smaller than the longest sentence ({max(lengths)} "
-                             "tokens): raise train.max_tokens or set data.max_words")
+            longest = max(range(len(lengths)), key=lengths.__getitem__)
+            raise ConfigError(f"max_tokens={max_tokens} is smaller than the longest sentence (sentence {longest} "
+                              f"of its split, {lengths[longest]} tokens): raise train.max_tokens (or "
+                              "eval.max_tokens) or set data.max_words")
         self.lengths, self.max_tokens, self.shuffle, self.seed = list(lengths), max_tokens, shuffle, seed
         self.epoch = 0
 

@@ -42,6 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from temt_core.attention import zscore
+from temt_core.config import ConfigError
 
 from .positions import build_encoding, check_name, contract_of
 
@@ -104,6 +105,10 @@ class ModelConfig:
         for name in ("d_model", "n_layer", "n_head", "d_ff", "pos_dim", "max_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if not 0 <= self.dropout < 1:             # NaN fails too
+            raise ValueError(f"model.dropout must be in [0, 1) (got {self.dropout})")
+        if not 0 <= self.action_weight < math.inf:
+            raise ValueError(f"model.action_weight must be a finite number >= 0 (got {self.action_weight})")
 
     @property
     def kind(self) -> str:
@@ -314,6 +319,7 @@ class LanguageModel(nn.Module):
         """ids (B, T+1) BOS..EOS padded with 0; actions (B, T) a_0..a_{T-1}; mask (B, T) marks real targets.
         Tree mode reads tree_parents / tree_actions / tree_branch (B, N) and tok_nodes (B, T+1)."""
         cfg = self.cfg
+        self._check_length(ids, mask, _.get("index"))
         x, y = ids[:, :-1], ids[:, 1:]                                                # (B, T) each
         if mask is None:
             mask = y != PAD_ID
@@ -335,6 +341,20 @@ class LanguageModel(nn.Module):
         loss = total.sum() / n.sum().clamp(min=1)
         return LMOutput(loss, word_nll, action_nll, n, logits if return_logits else None,
                         a_logits if return_logits else None)
+
+    def _check_length(self, ids, mask, index) -> None:
+        """Learned positions stop at model.max_len: a longer sentence is a config error that names it (the data
+        keeps every sentence unless data.max_words drops the long ones)."""
+        limit = getattr(self.enc, "max_len", None)
+        T = ids.shape[1] - 1
+        if limit is None or T <= limit:
+            return
+        rows = (mask.sum(1) if mask is not None else (ids[:, 1:] != PAD_ID).sum(1))
+        b = int(rows.argmax())
+        which = f"sentence {int(index[b])} of its split" if index is not None else f"batch row {b}"
+        raise ConfigError(f"{which} has {int(rows[b]) - 1} words ({int(rows[b])} input positions with BOS), more "
+                          f"than model.max_len={limit} learned positions: raise model.max_len, or set "
+                          f"data.max_words={limit - 1} to drop longer sentences from every split")
 
     # ---------------------------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -280,30 +280,42 @@ def contract_of(name: str) -> str:
     return POSITIONS[name].contract
 
 
+def _shiv_quirk(cfg) -> nn.Module:
+    if len(cfg.action_names) != cfg.n_actions:
+        raise ValueError(f"shiv_quirk builds its matrices from model.action_names ({len(cfg.action_names)} "
+                         f"names) and needs one per action (n_actions={cfg.n_actions})")
+    return ShivQuirkPositions(list(cfg.action_names), cfg.sq_depth, cfg.pos_method)
+
+
+# name -> build(ModelConfig) -> module; every name of POSITIONS has one (register_encoding adds both)
+BUILDERS = {
+    "sinusoidal": lambda cfg: Sinusoidal(cfg.d_model),
+    "learned": lambda cfg: Learned(cfg.d_model, cfg.max_len),
+    "rope": lambda cfg: Rotary(cfg.d_model // cfg.n_head, cfg.rope_base),
+    "alibi": lambda cfg: ALiBi(cfg.n_head),
+    "none": lambda cfg: NoPositions(),
+    "grammar": lambda cfg: GrammarPositions(cfg.n_actions, cfg.pos_dim, cfg.pos_activation, cfg.pos_bound,
+                                            cfg.pos_init_std, cfg.pos_method, cfg.pos_check_finite),
+    "shiv_quirk": _shiv_quirk,
+    "grammar_tree": lambda cfg: GrammarTreePositions(cfg.n_tree_actions, cfg.pos_dim, cfg.pos_activation,
+                                                     cfg.pos_bound, cfg.pos_init_std),
+    "shiv_quirk_tree": lambda cfg: ShivQuirkTreePositions(cfg.sq_branches, cfg.sq_depth),
+}
+
+
+def register_encoding(name: str, cls: type, build) -> None:
+    """Make `name` a value of model.pos: `cls` carries the contract (see the module docstring), `build(cfg)`
+    returns the module from a ModelConfig. Refuses to replace a name that exists."""
+    if name in POSITIONS:
+        raise ValueError(f"positional encoding {name!r} exists already")
+    contracts = {c.contract for c in POSITIONS.values()}
+    if getattr(cls, "contract", None) not in contracts:
+        raise ValueError(f"{cls.__name__}.contract must be one of {sorted(contracts)} (the module docstring says "
+                         f"what each means), got {getattr(cls, 'contract', None)!r}")
+    POSITIONS[name], BUILDERS[name] = cls, build
+
+
 def build_encoding(cfg) -> nn.Module:
     """The encoding named cfg.pos, built from the ModelConfig fields it uses."""
-    name = cfg.pos
-    check_name(name)
-    hd = cfg.d_model // cfg.n_head
-    if name == "sinusoidal":
-        return Sinusoidal(cfg.d_model)
-    if name == "learned":
-        return Learned(cfg.d_model, cfg.max_len)
-    if name == "rope":
-        return Rotary(hd, cfg.rope_base)
-    if name == "alibi":
-        return ALiBi(cfg.n_head)
-    if name == "none":
-        return NoPositions()
-    if name == "grammar":
-        return GrammarPositions(cfg.n_actions, cfg.pos_dim, cfg.pos_activation, cfg.pos_bound, cfg.pos_init_std,
-                                cfg.pos_method, cfg.pos_check_finite)
-    if name == "shiv_quirk":
-        if len(cfg.action_names) != cfg.n_actions:
-            raise ValueError(f"shiv_quirk builds its matrices from model.action_names ({len(cfg.action_names)} "
-                             f"names) and needs one per action (n_actions={cfg.n_actions})")
-        return ShivQuirkPositions(list(cfg.action_names), cfg.sq_depth, cfg.pos_method)
-    if name == "grammar_tree":
-        return GrammarTreePositions(cfg.n_tree_actions, cfg.pos_dim, cfg.pos_activation, cfg.pos_bound,
-                                    cfg.pos_init_std)
-    return ShivQuirkTreePositions(cfg.sq_branches, cfg.sq_depth)
+    check_name(cfg.pos)
+    return BUILDERS[cfg.pos](cfg)

@@ -135,8 +135,10 @@ def run_study(base: LanguageConfig, out: str | Path, arm_names: list[str], seeds
             if (run_dir / "train.json").is_file():
                 log(f"{arm.name} seed {seed}: trained already")
             else:
-                resume = (run_dir / "config.yaml").is_file()
-                summary = train(load_run_config(run_dir) if resume else cfg, run_dir, resume=resume)
+                # resume an interrupted run; one that stopped before its first checkpoint starts again
+                resume = (run_dir / "LATEST").is_file()
+                summary = train(load_run_config(run_dir) if resume else cfg, run_dir, resume=resume,
+                                overwrite=run_dir.exists() and not resume)
                 log(f"{arm.name} seed {seed}: {summary['steps']} steps, best dev {summary['best_dev']:.2f} at step "
                     f"{summary['best_step']}, {summary['tokens_per_s']:.0f} tok/s, {summary['seconds']:.0f} s")
             if not (run_dir / "test.json").is_file():

@@ -22,7 +22,6 @@ split is never read here.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import shutil
 import time
@@ -247,6 +246,7 @@ def _open_run(accelerator, run_dir: Path, resume: bool, overwrite: bool) -> RunD
 def _set_up(cfg: LanguageConfig, run_dir: Path, run: RunDir | None, resume: bool, accelerator):
     """Data, model, optimiser, schedule and loaders, prepared by Accelerate; on resume the saved state."""
     from tqdm.auto import tqdm
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
     tc = cfg.train
     data = prepare(cfg.data, shuffle_seed=tc.seed, splits=("train", "dev"), vocab_dir=run_dir if resume else None)
     for split in ("train", "dev"):          # an empty split would make the epoch loop spin forever
@@ -267,7 +267,9 @@ def _set_up(cfg: LanguageConfig, run_dir: Path, run: RunDir | None, resume: bool
     model = LanguageModel(cfg.model)
     opt = torch.optim.AdamW(_param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, tc.beta2),
                             fused=False)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(lr_factor, tc=tc))
+    # transformers' schedule: linear warm-up from 0 over tc.warmup steps, then cosine to lr * min_lr_frac at tc.steps
+    sched = get_cosine_with_min_lr_schedule_with_warmup(opt, num_warmup_steps=tc.warmup, num_training_steps=tc.steps,
+                                                        min_lr_rate=tc.min_lr_frac)
     train_dl = make_loader(data.splits["train"], tc.max_tokens, shuffle=True, seed=tc.seed)
     dev_dl = make_loader(data.splits["dev"], cfg.eval.max_tokens, shuffle=False)
     sampler = train_dl.batch_sampler
@@ -288,14 +290,6 @@ def _set_up(cfg: LanguageConfig, run_dir: Path, run: RunDir | None, resume: bool
     bar = tqdm(total=tc.steps, initial=state.step, disable=not (accelerator.is_local_main_process and tc.progress),
                desc=f"{cfg.model.pos}/{cfg.model.structure}/{cfg.data.transform} s{tc.seed}", leave=False)
     return _Session(cfg, run_dir, run, accelerator, model, opt, sched, dev_dl, state, bar), train_dl, sampler
-
-
-def lr_factor(step: int, tc: TrainConfig) -> float:
-    """Linear warm-up over tc.warmup steps, then cosine decay to tc.min_lr_frac at tc.steps."""
-    if step < tc.warmup:
-        return (step + 1) / tc.warmup
-    t = min(1.0, (step - tc.warmup) / max(1, tc.steps - tc.warmup))
-    return tc.min_lr_frac + (1 - tc.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * t))
 
 
 def _train_loop(s: _Session, train_dl, sampler, stop_after: int | None) -> dict:

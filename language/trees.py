@@ -19,6 +19,7 @@ Non-projective dependency trees are fine (the path between two words does not ne
 """
 from __future__ import annotations
 
+import io
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -195,6 +196,17 @@ def iter_conllu(lines: Iterable[str], name: str = "<text>", on_error: str = "rai
             yield tree
 
 
+def decode_utf8(data: bytes, name: str) -> str:
+    """UTF-8 bytes to text; bytes that are not UTF-8 raise TreebankError naming the file, line and column."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line, line_start = data.count(b"\n", 0, err.start) + 1, data.rfind(b"\n", 0, err.start) + 1
+        raise TreebankError(f"{name}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x} at column "
+                            f"{err.start - line_start + 1}); treebank files must be UTF-8 (re-encode it, e.g. "
+                            "with iconv)") from None
+
+
 def _read_file(path, kind: str, iterate, on_error: str, limit: int | None) -> tuple[list[Tree], ReadStats]:
     """Trees from one file through `iterate` (iter_conllu or iter_brackets), the first `limit` if given."""
     path = Path(path)
@@ -202,7 +214,7 @@ def _read_file(path, kind: str, iterate, on_error: str, limit: int | None) -> tu
         raise FileNotFoundError(f"{kind} file {str(path)!r} does not exist (set data.root, or TEMT_DATA)")
     stats = ReadStats()
     trees = []
-    with open(path, encoding="utf-8") as f:
+    with io.StringIO(decode_utf8(path.read_bytes(), str(path)), newline=None) as f:   # universal newlines, as open()
         for tree in iterate(f, str(path), on_error, stats):
             trees.append(tree)
             if limit is not None and len(trees) >= limit:
@@ -393,13 +405,31 @@ def read_ptb_zip(path: str | Path, files: Iterable[int] = range(1, 200), on_erro
             member = f"treebank/combined/wsj_{number:04d}.mrg"
             if member not in names:
                 raise TreebankError(f"{path}: no member {member}")
-            text = z.read(member).decode("utf-8").splitlines()
+            text = decode_utf8(z.read(member), f"{path}!{member}").splitlines()
             trees.extend(iter_brackets(text, f"{path}!{member}", on_error, stats))
     return trees, stats
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # spaCy
+
+def load_spacy(name: str):
+    """An installed spaCy pipeline (a package name or a path); nothing is downloaded at run time, so a pipeline
+    that is not installed is a ConfigError that says so."""
+    from temt_core.config import ConfigError
+    try:
+        import spacy
+    except ImportError:
+        raise ConfigError("--spacy needs spaCy, which is not installed (pip install 'temt[language]')") from None
+    try:
+        return spacy.load(name)
+    except OSError as err:
+        if "E050" not in str(err):                  # E050: no package or directory of that name
+            raise
+        raise ConfigError(f"--spacy {name}: spaCy pipeline {name!r} is not installed (no package or directory of "
+                          "that name), and nothing is downloaded at run time: install it first, e.g. "
+                          f"`python -m spacy download {name}`, or give the path of a saved pipeline") from None
+
 
 def from_spacy(doc) -> list[Tree]:
     """One dependency Tree per sentence of a parsed spaCy Doc (heads and deps must be set).

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from temt_core.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from temt_core.model import TEMt
@@ -32,7 +33,7 @@ from .analysis.remapping import cell_correlations, grid_at_place, pair_structure
 from .config import SpatialConfig
 from .diagnostics import diagnose
 from .rollout import Rollout, run_rollout
-from .worlds import make_world
+from .worlds import config_world
 
 
 @dataclass
@@ -51,6 +52,8 @@ class AnalysisConfig:
             raise ValueError("analysis.sizes must list at least one world size")
         if self.steps < 100:
             raise ValueError(f"analysis.steps must be >= 100 (got {self.steps})")
+        if self.seed < 0:
+            raise ValueError(f"analysis.seed must be >= 0 (got {self.seed})")
 
 
 @dataclass
@@ -70,8 +73,14 @@ def load_trained(run_dir: str | Path, device: str = "cpu") -> tuple[TEMt, Spatia
     if ckpt is None:
         raise CheckpointError(f"{run_dir} has no checkpoint to analyse")
     tensors, meta = load_checkpoint(ckpt)
+    weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{ckpt}: the run's weights are not finite ({', '.join(bad[:3])}"
+                              f"{' ...' if len(bad) > 3 else ''} hold NaN or inf): the run diverged by step "
+                              f"{meta.get('step')}; there is nothing to analyse in this checkpoint")
     model = TEMt(config.model)
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    model.load_state_dict(weights)
     return model.to(device).eval(), config, meta["step"]
 
 
@@ -97,7 +106,7 @@ def _memory_neuron_metrics(neurons: np.ndarray, nodes: np.ndarray, world, cfg: A
 
 
 def analyse_model(model: TEMt, config: SpatialConfig, cfg: AnalysisConfig, device: str = "cpu") -> Analysis:
-    worlds = [make_world(config.walks.kind, s) for s in cfg.sizes]
+    worlds = [config_world(config.walks.kind, s, f"analysis.sizes[{i}]") for i, s in enumerate(cfg.sizes)]
     r = run_rollout(model, config.walks, len(worlds), cfg.steps, cfg.seed, config.train.chunk_length,
                     record_positions=True, record_memory_neurons=True, device=device, worlds=worlds,
                     max_memory_neurons=cfg.max_memory_neurons, record_side_lobe=True)

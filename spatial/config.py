@@ -6,7 +6,8 @@ arguments override the file (for example `model.activation=linear train.steps=50
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 
 from temt_core.model import TEMtConfig
 
@@ -42,7 +43,18 @@ class TrainConfig:
         for name in ("steps", "batch_size", "chunk_length", "log_every", "checkpoint_every", "threads",
                      "keep_checkpoints"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
+                raise ValueError(f"train.{name} must be >= 1 (got {getattr(self, name)})")
+        check_numbers("train", self, {
+            "lr_max": (self.lr_max > 0 and math.isfinite(self.lr_max), "a finite number > 0"),
+            "lr_min": (self.lr_min >= 0 and math.isfinite(self.lr_min), "a finite number >= 0"),
+            "lr_half_life": (self.lr_half_life > 0, "> 0 (steps; .inf for no decay)"),
+            "grad_clip": (self.grad_clip > 0, "> 0 (the gradient-norm clip; .inf for none): a negative clip "
+                                              "flips the gradient, 0 stops learning"),
+            "w_isometry": (math.isfinite(self.w_isometry), "finite"),
+            "isometry_scale": (math.isfinite(self.isometry_scale), "finite"),
+            "seed": (self.seed >= 0, ">= 0"),
+        })
+        check_device(self.device, "train.device", need_available=False)
 
 
 @dataclass
@@ -55,7 +67,8 @@ class EvalConfig:
     def __post_init__(self):
         for name in ("every", "n_worlds", "steps"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
+                raise ValueError(f"eval.{name} must be >= 1 (got {getattr(self, name)})")
+        check_numbers("eval", self, {"seed": (self.seed >= 0, ">= 0")})
 
 
 @dataclass
@@ -69,7 +82,38 @@ class SpatialConfig:
         if self.model.n_stimuli != self.walks.n_stimuli:
             raise ValueError(f"model.n_stimuli ({self.model.n_stimuli}) must equal walks.n_stimuli "
                              f"({self.walks.n_stimuli})")
+        check_numbers("model", self.model, {f.name: (math.isfinite(getattr(self.model, f.name)), "finite")
+                                            for f in fields(self.model) if f.name.startswith("w_")})
         n_actions = {"hex": 7, "square": 5}.get(self.walks.kind)     # graph worlds: checked against the worlds
         if n_actions is not None and self.model.n_actions != n_actions:
             raise ValueError(f"model.n_actions must be {n_actions} for {self.walks.kind} worlds "
                              f"(got {self.model.n_actions})")
+
+
+def check_numbers(section: str, cfg, rules: dict[str, tuple[bool, str]]) -> None:
+    """rules: {field: (ok, what it must be)}; the first field that is not ok raises, naming `section.field`.
+    Written so that NaN fails every rule (every comparison with NaN is False)."""
+    for name, (ok, want) in rules.items():
+        if not ok:
+            raise ValueError(f"{section}.{name} must be {want} (got {getattr(cfg, name)})")
+
+
+def check_device(device: str, key: str = "train.device", need_available: bool = True) -> None:
+    """A device name torch understands (cpu, cuda, cuda:1, mps, ...) and, with need_available, one this machine
+    has: checked before any work starts, so a typo never surfaces as a traceback from the middle of a run."""
+    import torch
+    from temt_core.config import ConfigError
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"{key}: {device!r} is not a device name (cpu, cuda, cuda:0, mps, ...)") from None
+    if not need_available:
+        return
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"{key}={device}: no CUDA device is available here (use {key}=cpu)")
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"{key}={device}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{key}={device}: the MPS backend is not available here (use {key}=cpu)")

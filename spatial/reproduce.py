@@ -70,7 +70,9 @@ def _analyse_arm(arm: str, out: Path, quick: bool) -> tuple[str, int]:
 
 def reproduce(out: str | Path, quick: bool, jobs: int = 2, extra: list[str] | None = None,
               arms: list[str] | None = None) -> Path:
-    out = Path(out)
+    # The arms run as subprocesses in the repository root (ARMS' config paths are relative to it), so `out` is made
+    # absolute here, against the caller's working directory: a relative --out must not land inside the repository
+    out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     arms = arms or list(ARMS)
     extra = extra or []

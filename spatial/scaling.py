@@ -17,7 +17,7 @@ import torch
 
 from .metrics import accuracy_summary
 from .rollout import run_rollout
-from .worlds import make_world
+from .worlds import config_world
 
 
 @dataclass
@@ -30,12 +30,16 @@ class ScalingConfig:
     def __post_init__(self):
         if not self.lengths or min(self.lengths) < 20:
             raise ValueError("scaling.lengths must be walk lengths >= 20")
+        if self.n_worlds < 1:
+            raise ValueError(f"scaling.n_worlds must be >= 1 (got {self.n_worlds})")
+        if self.seed < 0:
+            raise ValueError(f"scaling.seed must be >= 0 (got {self.seed})")
 
 
 @torch.no_grad()
 def memory_scaling(model, config, cfg: ScalingConfig) -> list[dict]:
     rows = []
-    world = make_world(config.walks.kind, cfg.size)
+    world = config_world(config.walks.kind, cfg.size, "scaling.size")
     original = model.config.dedup_threshold
     try:
         for dedup in (original, None):

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from temt_core.config import ConfigError
 from temt_core.positions import RESET
 
-from .worlds import World, make_world, sample_observations
+from .worlds import World, make_world, sample_observations, world_size_problem
 
 POLICIES = ("uniform", "repeat", "heading")
 
@@ -53,6 +54,9 @@ class WalkConfig:
             problems.append(f"policy must be one of {POLICIES} (got {self.policy!r})")
         if not self.sizes:
             problems.append("sizes must list at least one world size")
+        elif self.kind in ("square", "hex"):
+            problems += [f"walks.sizes[{i}] = {s}: {problem}" for i, s in enumerate(self.sizes)
+                         if (problem := world_size_problem(self.kind, s))]
         if self.n_stimuli < 1:
             problems.append(f"n_stimuli must be >= 1 (got {self.n_stimuli})")
         lo, hi = self.walk_length
@@ -80,7 +84,9 @@ class WalkStream:
         self.config, self.batch_size, self.fixed = config, batch_size, fixed
         self.rng = np.random.default_rng(seed)
         if worlds is None and config.kind == "graph":
-            raise ValueError("walks.kind='graph' needs the worlds themselves: pass worlds=[graph_world(...), ...]")
+            raise ConfigError("walks.kind='graph' needs the worlds themselves, which a config file or the command "
+                              "line cannot give: from Python, pass worlds=[graph_world(...), ...] to "
+                              "spatial.train.Trainer (or WalkStream); otherwise use walks.kind=square or hex")
         self.world_pool = worlds if worlds is not None else [make_world(config.kind, s) for s in config.sizes]
         n_actions = {w.n_actions for w in self.world_pool}
         if len(n_actions) != 1:

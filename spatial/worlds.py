@@ -155,6 +155,9 @@ def graph_world(graph, coords=None, action_attr: str = "action", stay: bool = Fa
     names = (("stay",) if stay else ()) + tuple(labels)
     T = np.full((len(nodes), len(names)), -1, dtype=np.int64)
     for u, v, a in edges:
+        if u == v:
+            raise ValueError(f"graph_world: edge ({u!r}, {v!r}) labelled {a!r} is a self-loop: a move must lead to "
+                             "another node (use stay=True for an action that keeps the agent in place)")
         col = names.index(str(a))
         i = node_index[u]
         if T[i, col] >= 0 and T[i, col] != node_index[v]:
@@ -205,12 +208,44 @@ def _coords(graph, nodes, coords):
     if missing:
         raise ValueError(f"graph_world: coords has no position for node {missing[0]!r} "
                          f"({len(missing)} nodes missing)")
-    return np.array([coords[n] for n in nodes], dtype=float)
+    try:
+        xy = np.array([coords[n] for n in nodes], dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError("graph_world: every node position must be a pair of numbers (x, y)") from None
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise ValueError(f"graph_world: node positions must be (x, y) pairs, got shape {xy.shape[1:]} per node")
+    bad = np.flatnonzero(~np.isfinite(xy).all(1))
+    if bad.size:
+        raise ValueError(f"graph_world: node {nodes[bad[0]]!r} has a non-finite position "
+                         f"{tuple(xy[bad[0]].tolist())} ({bad.size} node(s) with NaN or infinite coords)")
+    return xy
 
 
 def sample_observations(n_nodes: int, n_stimuli: int, rng: np.random.Generator) -> np.ndarray:
     """One stimulus id per node, uniformly with replacement (TEM)."""
     return rng.integers(0, n_stimuli, size=n_nodes)
+
+
+def world_size_problem(kind: str, size: int) -> str | None:
+    """What is wrong with `size` for make_world(kind, size), or None if it is fine."""
+    if kind == "square" and size < 2:
+        return "a square world needs a width >= 2"
+    if kind == "hex" and size < 1:
+        return "a hexagonal world needs a radius >= 1"
+    return None
+
+
+def config_world(kind: str, size: int, key: str) -> World:
+    """make_world for a size read from a config: a bad size or a graph run is a ConfigError naming `key`."""
+    from temt_core.config import ConfigError
+    if kind not in ("square", "hex"):
+        raise ConfigError(f"{key}: worlds of walks.kind={kind!r} cannot be built from a size; only square and hex "
+                          "runs can be analysed from the command line (graph worlds: call the Python API with "
+                          "your worlds)")
+    problem = world_size_problem(kind, size)
+    if problem:
+        raise ConfigError(f"{key} = {size}: {problem}")
+    return make_world(kind, size)
 
 
 def make_world(kind: str, size: int) -> World:

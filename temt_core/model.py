@@ -392,6 +392,11 @@ class TEMt(nn.Module):
             raise ValueError("x and actions must have at least one step (got T = 0)")
         if loss_mask is not None:
             check_shape("loss_mask", loss_mask, (B, T))
+            if loss_mask.dtype != torch.bool and not bool(((loss_mask >= 0) & torch.isfinite(loss_mask)).all()):
+                bad = ~((loss_mask >= 0) & torch.isfinite(loss_mask))
+                where = tuple(bad.nonzero()[0].tolist())
+                raise ValueError(f"loss_mask must hold finite weights >= 0 (a bool mask, or 0/1): "
+                                 f"loss_mask[{where[0]}, {where[1]}] = {loss_mask[where].item()}")
         if state is not None:
             if not isinstance(state, TEMtState):
                 raise TypeError(f"state must be a TEMtState (the .state of a previous output), got "

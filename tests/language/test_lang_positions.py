@@ -81,3 +81,16 @@ def test_shiv_quirk_labels_push_symbols():
     tree = ShivQuirkTreePositions(branches=2, depth=3)
     pos = tree.tree(torch.tensor([[-1, 0, 0, 1]]), torch.tensor([[0, 0, 1, 5]]), torch.tensor([[0, 1, 2, 3]]))
     assert pos.shape == (1, 4, tree.dim) and not torch.equal(pos[0, 1], pos[0, 2])
+
+
+def test_every_encoding_name_has_a_builder_and_registration_is_checked():
+    from language.positions import BUILDERS, POSITIONS, register_encoding
+    assert set(BUILDERS) == set(POSITIONS)
+
+    class NoContract(torch.nn.Module):
+        pass
+    with pytest.raises(ValueError, match="NoContract.contract must be one of"):
+        register_encoding("mine", NoContract, lambda cfg: NoContract())
+    with pytest.raises(ValueError, match="'rope' exists already"):
+        register_encoding("rope", POSITIONS["rope"], BUILDERS["rope"])
+    assert "mine" not in POSITIONS and "mine" not in BUILDERS
