@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from temt_core.checkpoint import CheckpointError
-from temt_core.config import ConfigError, load_config
+from temt_core.config import ConfigError, load_config, merge_overrides
 from temt_core.rundir import show_warnings_plainly
 from temt_core.validation import NonFiniteError
 
@@ -30,13 +30,13 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "language"
 
 
 def _train(args) -> int:
-    from .train import LanguageConfig, load_run_config, merge_overrides, train
+    from .train import LanguageConfig, load_run_config, train
     if args.resume:
         if args.overwrite:
             raise ConfigError("--overwrite starts a new run; it cannot be combined with --resume")
         if args.config:
             raise ConfigError("--resume uses the run's own config.yaml; give changes as key=value overrides")
-        cfg = merge_overrides(load_run_config(args.resume), args.overrides)
+        cfg = merge_overrides(LanguageConfig, load_run_config(args.resume), args.overrides)
         summary = train(cfg, args.resume, resume=True)
     else:
         if not args.out:

@@ -33,7 +33,6 @@ import torch
 from temt_core.checkpoint import load_checkpoint, save_checkpoint
 from temt_core.config import ConfigError, to_dict
 from temt_core.rundir import RunDir, RunDirError, non_finite
-from temt_core.rundir import merge_overrides as _merge_overrides
 from temt_core.rundir import load_run_config as _load_run_config
 from temt_core.validation import NonFiniteError
 
@@ -388,6 +387,3 @@ def _evaluate_dev(s: _Session) -> None:
     accelerator.log({"dev/metric": metric, "dev/word_ppl": row["dev_word_ppl"]}, step=state.step)
     s.bar.set_postfix(dev=f"{metric:.1f}", best=f"{state.best:.1f}")
 
-
-def merge_overrides(cfg: LanguageConfig, overrides: list[str]) -> LanguageConfig:
-    return _merge_overrides(LanguageConfig, cfg, overrides)

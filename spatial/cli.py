@@ -14,21 +14,21 @@ import argparse
 import sys
 
 from temt_core.checkpoint import CheckpointError, latest_checkpoint
-from temt_core.config import ConfigError, load_config
+from temt_core.config import ConfigError, load_config, merge_overrides
 from temt_core.rundir import show_warnings_plainly
 from temt_core.validation import NonFiniteError
 
 
 def _train(args) -> int:
     from .config import SpatialConfig, check_device
-    from .train import Trainer, load_run_config, _merge_overrides
+    from .train import Trainer, load_run_config
     if args.resume:
         if args.overwrite:
             raise ConfigError("--overwrite starts a new run; it cannot be combined with --resume")
         if args.config:
             raise ConfigError("--resume uses the run's own config.yaml; give changes as key=value overrides, "
                               "not --config")
-        config = _merge_overrides(load_run_config(args.resume), args.overrides)
+        config = merge_overrides(SpatialConfig, load_run_config(args.resume), args.overrides)
         check_device(config.train.device)
         trainer = Trainer(config, args.resume, resume=True, progress=not args.quiet)
     else:

@@ -58,7 +58,9 @@ def _train_arm(arm: str, out: Path, quick: bool, extra: list[str]) -> tuple[str,
     if (run / "LATEST").exists():
         cmd = base + ["--resume", str(run)] + extra
     else:
-        cmd = base + ["--config", ARMS[arm], "--out", str(run)] + (QUICK[arm] if quick else []) + extra
+        # an arm that stopped before its first checkpoint holds nothing to keep: start it again
+        again = ["--overwrite"] if run.exists() else []
+        cmd = base + ["--config", ARMS[arm], "--out", str(run)] + again + (QUICK[arm] if quick else []) + extra
     return arm, _run(cmd, log)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from temt_core.config import ConfigError, _merge, _suggest, from_dict, load_config, to_dict
+from temt_core.config import ConfigError, from_dict, load_config, merge_dicts, suggest, to_dict
 from temt_core.population import check_population_config, structure_key
 
 from .config import SpatialConfig
@@ -64,7 +64,7 @@ def _check_key(key: str, base: dict, where: str) -> None:
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
             options = [".".join(done + [o]) for o in node] if isinstance(node, dict) else []
-            raise ConfigError(f"{where}: key {key!r} does not exist{_suggest(key, options)}; valid keys "
+            raise ConfigError(f"{where}: key {key!r} does not exist{suggest(key, options)}; valid keys "
                               f"{'in ' + repr('.'.join(done)) if done else 'at the top'}: {', '.join(options)}")
         node, done = node[part], done + [part]
     if isinstance(node, dict):
@@ -85,7 +85,7 @@ def load_sweep(path: str | Path) -> list[Member]:
         raise ConfigError(f"{path}: the top level must be a mapping with keys {', '.join(SWEEP_KEYS)}")
     for key in spec:
         if key not in SWEEP_KEYS:
-            raise ConfigError(f"{path}: unknown key {key!r} in the sweep file{_suggest(str(key), SWEEP_KEYS)}; "
+            raise ConfigError(f"{path}: unknown key {key!r} in the sweep file{suggest(str(key), SWEEP_KEYS)}; "
                               f"valid keys: {', '.join(SWEEP_KEYS)}")
     base_file = spec.get("base_config")
     if base_file is not None:
@@ -102,7 +102,7 @@ def load_sweep(path: str | Path) -> list[Member]:
     if not isinstance(extra, dict):
         raise ConfigError(f"{path}: base must be a mapping of config sections, got {extra!r}")
     try:
-        base = from_dict(SpatialConfig, _merge(to_dict(base), _nest(_flatten_keys(extra))))
+        base = from_dict(SpatialConfig, merge_dicts(to_dict(base), _nest(_flatten_keys(extra))))
     except ConfigError as err:
         raise ConfigError(f"{path}: base: {err}") from None
     base_dict = to_dict(base)
@@ -162,7 +162,7 @@ def load_sweep(path: str | Path) -> list[Member]:
                 overrides = {**arm, **point, **({} if seed is None else {"train.seed": seed})}
                 where = f"{path}: member {overrides}"
                 try:
-                    config = from_dict(SpatialConfig, _merge(base_dict, _nest(overrides)))
+                    config = from_dict(SpatialConfig, merge_dicts(base_dict, _nest(overrides)))
                 except ConfigError as err:
                     raise ConfigError(f"{where}: {err}") from None
                 name = _member_name(len(out), overrides) if label is None else \

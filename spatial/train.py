@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from temt_core.checkpoint import flatten, unflatten
 from temt_core.config import to_dict
-from temt_core.rundir import RunDir, check_resume_config, merge_overrides
+from temt_core.rundir import RunDir, check_resume_config
 from temt_core.rundir import load_run_config as _load_run_config
 from temt_core.model import TEMt, TEMtState
 
@@ -233,7 +233,3 @@ def evaluate(model: TEMt, config: SpatialConfig, device, worlds: list | None = N
 def load_run_config(run_dir: str | Path) -> SpatialConfig:
     return _load_run_config(SpatialConfig, run_dir)
 
-
-def _merge_overrides(config: SpatialConfig, overrides: list[str]) -> SpatialConfig:
-    """Apply key=value overrides on top of an existing config (used on resume)."""
-    return merge_overrides(SpatialConfig, config, overrides)

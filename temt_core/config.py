@@ -21,7 +21,7 @@ class ConfigError(ValueError):
     """A config key or value is wrong; the message names it and where it came from."""
 
 
-def _suggest(key: str, options) -> str:
+def suggest(key: str, options) -> str:
     close = difflib.get_close_matches(key, list(options), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -102,7 +102,7 @@ def from_dict(cls, data: dict, where: str = ""):
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in names:
-            raise ConfigError(f"unknown config key {path!r}{_suggest(str(key), names)}; "
+            raise ConfigError(f"unknown config key {path!r}{suggest(str(key), names)}; "
                               f"valid keys here: {', '.join(names)}")
         kwargs[key] = _convert(value, hints[key], path)
     try:
@@ -148,11 +148,21 @@ def parse_overrides(overrides: list[str]) -> dict:
     return out
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def merge_dicts(base: dict, extra: dict) -> dict:
     out = dict(base)
     for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge_dicts(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+def merge_overrides(cls, config, overrides: list[str]):
+    """`key=value` overrides on top of an existing config (a resumed run's), checked like any other."""
+    if not overrides:
+        return config
+    try:
+        return from_dict(cls, merge_dicts(to_dict(config), parse_overrides(overrides)))
+    except ConfigError as err:
+        raise ConfigError(f"command-line override: {err}") from None
 
 
 def load_config(cls, path: str | Path | None = None, overrides: list[str] | None = None):
@@ -173,13 +183,13 @@ def load_config(cls, path: str | Path | None = None, overrides: list[str] | None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of config sections")
         try:
-            from_dict(cls, _merge(to_dict(cls()), loaded))     # check the file on its own, to name it
+            from_dict(cls, merge_dicts(to_dict(cls()), loaded))     # check the file on its own, to name it
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
-        data = _merge(data, loaded)
+        data = merge_dicts(data, loaded)
     if overrides:
         try:
-            data = _merge(data, parse_overrides(overrides))
+            data = merge_dicts(data, parse_overrides(overrides))
             return from_dict(cls, data)
         except ConfigError as err:
             raise ConfigError(f"command-line override: {err}") from None

@@ -45,7 +45,7 @@ from typing import Any
 import torch
 
 from .checkpoint import LATEST, CheckpointError, load_checkpoint, save_checkpoint, verify_checkpoint, write_latest
-from .config import ConfigError, from_dict, save_config, to_dict
+from .config import ConfigError, from_dict, save_config
 from .validation import NonFiniteError
 
 try:
@@ -350,14 +350,3 @@ class RunDir:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def merge_overrides(config_cls, config, overrides: list[str]):
-    """`key=value` overrides on top of an existing config (a resumed run's), checked like any other."""
-    from .config import _merge, parse_overrides
-    if not overrides:
-        return config
-    try:
-        return from_dict(config_cls, _merge(to_dict(config), parse_overrides(overrides)))
-    except ConfigError as err:
-        raise ConfigError(f"command-line override: {err}") from None

@@ -95,7 +95,7 @@ def test_fill_model_config_from_data(toy_root):
 def test_resume_checks_the_config_and_the_number_of_processes(toy_root, tmp_path):
     cfg = cfg_for(toy_root, **{"train.steps": 20, "train.eval_every": 10})
     train(cfg, tmp_path / "r", stop_after=10)
-    from temt_core.rundir import merge_overrides
+    from temt_core.config import merge_overrides
     changed = merge_overrides(LanguageConfig, load_run_config(tmp_path / "r"), ["model.d_ff=128"])
     with pytest.raises(ConfigError, match=r"model.d_ff differ"):
         train(changed, tmp_path / "r", resume=True)
