@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from temt_core.checkpoint import CheckpointError
+
 from .trees import Tree
 
 OVERFLOW, END, CONTINUE, NEXT = "<overflow>", "<end>", "<continue>", "<next>"
@@ -206,9 +208,10 @@ class ActionVocab:
     def load(cls, path: str | Path) -> "ActionVocab":
         path = Path(path)
         try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except (json.JSONDecodeError, KeyError) as err:
-            raise ValueError(f"{path}: not an action vocabulary ({err})") from None
+            return cls.from_dict(json.loads(path.read_bytes().decode("utf-8")))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
+            raise CheckpointError(f"{path}: not an action vocabulary, or truncated ({type(err).__name__}: "
+                                  f"{err})") from None
 
 
 def pair_coverage(trees: Iterable[Tree], cap_up: int = 4, cap_down: int = 4) -> dict:

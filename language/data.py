@@ -27,6 +27,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
+from temt_core.checkpoint import CheckpointError  # noqa: E402
 from temt_core.config import ConfigError  # noqa: E402
 
 from .actions import NEXT, ActionConfig, ActionVocab, action_names, shuffle_actions, tree_action_names  # noqa: E402
@@ -131,7 +132,10 @@ def build_word_vocab(trees: Sequence[Tree], min_freq: int = 2):
 
 def load_word_vocab(path: str | Path):
     from tokenizers import Tokenizer
-    return Tokenizer.from_file(str(path))
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as err:            # tokenizers raises its own exception type for a damaged file
+        raise CheckpointError(f"{path}: not a word vocabulary, or truncated ({err})") from None
 
 
 def encode_words(tok, words: Sequence[str]) -> list[int]:

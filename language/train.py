@@ -32,7 +32,7 @@ import torch
 
 from temt_core.checkpoint import load_checkpoint, save_checkpoint
 from temt_core.config import ConfigError, to_dict
-from temt_core.rundir import RunDir, RunDirError, non_finite
+from temt_core.rundir import RunDir, RunDirError, changed_keys, non_finite
 from temt_core.rundir import load_run_config as _load_run_config
 from temt_core.validation import NonFiniteError
 
@@ -135,7 +135,14 @@ def load_run_config(run_dir: str | Path) -> LanguageConfig:
 def load_trained(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> LanguageModel:
     """The model of a run directory with its best-on-dev (or 'last') weights."""
     cfg = load_run_config(run_dir)
-    tensors, meta = load_checkpoint(Path(run_dir) / which)
+    tensors, meta = load_checkpoint(Path(run_dir) / which, require=("config",))
+    # the vocabularies and the model were made with the saved data and model settings; config.yaml edited since
+    # (action settings, say) would score with actions the model never learned
+    saved, now = meta["config"], to_dict(cfg)
+    edited = [f"{part}.{k}" for part in ("data", "model") for k in changed_keys(saved[part], now[part])]
+    if edited:
+        raise ConfigError(f"{Path(run_dir) / 'config.yaml'}: {', '.join(edited[:6])} changed after training "
+                          f"(the run was trained with other values, see {Path(run_dir) / which / 'meta.json'})")
     model = LanguageModel(cfg.model)
     load_model_tensors(model, tensors, str(Path(run_dir) / which))
     return model.to(device).eval()

@@ -291,3 +291,37 @@ def test_sentence_longer_than_max_tokens(tmp_path, capsys):
 def re_search(pattern, text):
     import re
     return re.search(pattern, text) is not None
+
+
+# -- a trained language run whose files were damaged or edited afterwards --------------------------------------
+
+@pytest.fixture
+def trained_lm(tmp_path, capsys):
+    run = tmp_path / "r"
+    rc, err = _language(["train", "--out", str(run), f"data.root={_toy_root(tmp_path / 'data')}", *TINY_LM], capsys)
+    assert rc == 0, err
+    return run
+
+
+def test_truncated_actions_json(trained_lm, capsys):
+    text = (trained_lm / "actions.json").read_text()
+    (trained_lm / "actions.json").write_text(text[: len(text) // 2])
+    rc, err = _language(["evaluate", str(trained_lm), "--split", "dev"], capsys)
+    assert rc == 2 and "actions.json: not an action vocabulary, or truncated" in err
+
+
+def test_action_settings_changed_after_training(trained_lm, capsys):
+    import yaml
+    cfg = yaml.safe_load((trained_lm / "config.yaml").read_text())
+    cfg["data"]["actions"]["max_up"] += 1
+    (trained_lm / "config.yaml").write_text(yaml.safe_dump(cfg))
+    rc, err = _language(["evaluate", str(trained_lm), "--split", "dev"], capsys)
+    assert rc == 2 and "config.yaml: data.actions.max_up changed after training" in err
+
+
+def test_truncated_language_state_file(trained_lm, capsys):
+    """The only state: resume names the damaged file instead of a traceback from safetensors."""
+    (ckpt,) = (trained_lm / "checkpoints").iterdir()
+    (ckpt / "tensors.safetensors").write_bytes((ckpt / "tensors.safetensors").read_bytes()[:100])
+    rc, err = _language(["train", "--resume", str(trained_lm), "train.steps=4"], capsys)
+    assert rc == 2 and "no valid checkpoint to resume from" in err and "tensors.safetensors: checksum mismatch" in err
