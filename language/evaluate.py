@@ -28,22 +28,30 @@ import torch
 
 @torch.no_grad()
 def score_loader(model, loader, accelerator=None) -> dict[str, np.ndarray]:
-    """Per-sentence index, n_tokens, word_nll, action_nll over a loader (full forward, gold actions given).
-    Under Accelerate the sums are gathered across processes with gather_for_metrics (duplicates dropped)."""
+    """Per-sentence index, n_tokens, word_nll, action_nll over a loader (full forward, gold actions given), in
+    sentence-index order, each sentence once.
+
+    Under several processes each process scores its own shard; the shards are gathered once at the end as whole
+    per-process tables (their lengths differ: token-budget batches hold different numbers of sentences, which a
+    per-batch tensor gather cannot take) and de-duplicated by sentence index (Accelerate pads the shards to equal
+    batch counts by repeating batches)."""
     was_training = model.training
     model.eval()
     cols = defaultdict(list)
     for batch in loader:
         out = model(**batch)
         vals = (batch["index"], out.n_tokens, out.word_nll.float(), out.action_nll.float())
-        if accelerator is not None:
-            vals = accelerator.gather_for_metrics(vals)
         for name, v in zip(("index", "n_tokens", "word_nll", "action_nll"), vals):
             cols[name].append(v.detach().cpu())
     model.train(was_training)
-    res = {k: torch.cat(v).numpy() for k, v in cols.items()}
-    order = np.argsort(res["index"], kind="stable")
-    return {k: v[order] for k, v in res.items()}
+    names = ("index", "n_tokens", "word_nll", "action_nll")
+    local = {k: torch.cat(cols[k]).numpy() if cols[k] else np.zeros(0) for k in names}
+    if accelerator is not None and accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+        tables = gather_object([local])             # one table per process, any lengths
+        local = {k: np.concatenate([t[k] for t in tables]) for k in names}
+    _, first = np.unique(local["index"], return_index=True)     # sorted by index; repeats dropped
+    return {k: v[first] for k, v in local.items()}
 
 
 def ppl(nll: np.ndarray, n: np.ndarray) -> float:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -60,8 +61,9 @@ class TrainConfig:
     cpu: bool = False                # stay on CPU even where a GPU is visible
     log_with: str = "tensorboard"    # tensorboard | none
     log_every: int = 50
-    save_state_every: int = 0        # Accelerate save_state for resume every N steps (0 = at each dev evaluation)
+    save_state_every: int = 0        # save the state for resume every N steps (0 = at each dev evaluation)
     progress: bool = True
+    processes: int = 0               # the number of processes this run must have (0 = whatever it is launched with)
 
     def __post_init__(self):
         if self.mixed_precision not in ("no", "fp16", "bf16"):
@@ -203,13 +205,21 @@ def train(cfg: LanguageConfig, run_dir: str | Path, resume: bool = False, accele
     if tc.threads:
         torch.set_num_threads(tc.threads)
     if accelerator is None:
-        accelerator = Accelerator(cpu=tc.cpu, mixed_precision=tc.mixed_precision,
+        # cpu=True where there is no GPU: without it a multi-process launch on CPUs falls back to one process each
+        # (DistributedType.NO) instead of joining a gloo group
+        accelerator = Accelerator(cpu=tc.cpu or not torch.cuda.is_available(), mixed_precision=tc.mixed_precision,
                                   log_with=None if tc.log_with == "none" else tc.log_with,
                                   project_dir=str(run_dir))
     if tc.mixed_precision != "no" and accelerator.device.type == "cpu" and not accelerator.native_amp:
         raise ConfigError(f"train.mixed_precision={tc.mixed_precision} needs a GPU: this run is on the CPU "
                           f"({'train.cpu=true' if tc.cpu else 'no CUDA device is available'}), where Accelerate "
                           "would record it but train in float32; use train.mixed_precision=no (or bf16)")
+    asked = tc.processes or _launched_processes()
+    if asked and asked != accelerator.num_processes:
+        where = "train.processes" if tc.processes else "accelerate launch --num_processes"
+        raise ConfigError(f"this run was asked for {asked} processes ({where}) but has {accelerator.num_processes}: "
+                          "on CPUs `accelerate launch --cpu --num_processes N` starts one process; use `accelerate "
+                          "launch --multi_gpu --num_processes N` (gloo on CPUs)")
     fresh = not resume and not run_dir.exists()
     run = _open_run(accelerator, run_dir, resume, overwrite)
     try:
@@ -226,6 +236,24 @@ def train(cfg: LanguageConfig, run_dir: str | Path, resume: bool = False, accele
     finally:
         if run is not None:
             run.close()
+
+
+def _launched_processes() -> int | None:
+    """The --num_processes of an `accelerate launch` that started this process, read from the parent's command line
+    (Linux; None elsewhere or when not launched so). Accelerate's single-process launcher ignores the number."""
+    try:
+        args = [a.decode(errors="replace") for a in Path(f"/proc/{os.getppid()}/cmdline").read_bytes().split(b"\0")]
+    except OSError:
+        return None
+    if "launch" not in args or not any(Path(a).name == "accelerate" or a.endswith("accelerate.commands.launch")
+                                       for a in args[:3]):
+        return None
+    for i, a in enumerate(args):
+        if a in ("--num_processes", "--num-processes") and i + 1 < len(args) and args[i + 1].isdigit():
+            return int(args[i + 1])
+        if a.startswith(("--num_processes=", "--num-processes=")) and a.split("=", 1)[1].isdigit():
+            return int(a.split("=", 1)[1])
+    return None
 
 
 def _open_run(accelerator, run_dir: Path, resume: bool, overwrite: bool) -> RunDir | None:
@@ -279,7 +307,9 @@ def _set_up(cfg: LanguageConfig, run_dir: Path, run: RunDir | None, resume: bool
     train_dl = make_loader(data.splits["train"], tc.max_tokens, shuffle=True, seed=tc.seed)
     dev_dl = make_loader(data.splits["dev"], cfg.eval.max_tokens, shuffle=False)
     sampler = train_dl.batch_sampler
-    model, opt, train_dl, dev_dl, sched = accelerator.prepare(model, opt, train_dl, dev_dl, sched)
+    # the scheduler is not prepared: a prepared one steps once per process per optimiser step, which would end the
+    # warm-up N times too early under N processes; unprepared, every process steps its own copy once per step
+    model, opt, train_dl, dev_dl = accelerator.prepare(model, opt, train_dl, dev_dl)
     state = TrainState()
     if resume:
         meta = load_training_state(accelerator, run, run_dir, model, opt, sched, to_dict(cfg), RESUMABLE_CHANGES)
@@ -377,7 +407,7 @@ def _evaluate_dev(s: _Session) -> None:
                              f"{_last_good(s)}")
     row = {"step": state.step, "dev": metric, "dev_word_ppl": ppl(scores["word_nll"], scores["n_tokens"]),
            "dev_action_nll": float(scores["action_nll"].sum() / scores["n_tokens"].sum()),
-           "elapsed_s": time.time() - s.t_start}
+           "lr": s.sched.get_last_lr()[0], "elapsed_s": time.time() - s.t_start}
     if metric < state.best - 1e-6:
         state.best, state.best_step, state.bad_evals = metric, state.step, 0
         if s.run is not None:
