@@ -1,6 +1,8 @@
 """Tree paths to actions: (up, down) for dependencies, close/open for constituents, caps, labels, vocabulary."""
 import pytest
 
+from temt_core.checkpoint import CheckpointError
+
 from language.actions import (CONTINUE, END, OVERFLOW, ActionConfig, ActionVocab, action_names, expand_for_subwords,
                               pair_coverage, path_moves, shuffle_actions, tree_action_names)
 from language.trees import Tree, iter_brackets
@@ -57,7 +59,7 @@ def test_vocab_build_encode_unseen_and_roundtrip(tmp_path):
     w = ActionVocab.load(tmp_path / "a.json")
     assert w.names == v.names and w.meta["min_count"] == 2
     (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(ValueError, match="bad.json: not an action vocabulary"):
+    with pytest.raises(CheckpointError, match="bad.json: not an action vocabulary"):
         ActionVocab.load(tmp_path / "bad.json")
 
 

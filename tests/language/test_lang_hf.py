@@ -63,3 +63,54 @@ def test_generate_joint_samples_words_with_their_own_structure():
 def test_unknown_encoding_is_rejected_by_the_hf_config():
     with pytest.raises(ValueError, match="unknown positional encoding"):
         hf.TemtLMConfig(pos="absolute", vocab_size=20)
+
+
+def test_config_is_strict_and_answers_to_the_usual_names():
+    with pytest.raises(ValueError, match=r"unknown key 'd_modl' \(did you mean 'd_model'\?\)"):
+        hf.TemtLMConfig(pos="rope", vocab_size=20, d_modl=64)
+    cfg = hf.TemtLMConfig(pos="rope", vocab_size=20, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
+                          intermediate_size=96, max_position_embeddings=40)
+    assert (cfg.d_model, cfg.n_layer, cfg.n_head, cfg.d_ff, cfg.max_len) == (64, 3, 4, 96, 40)
+    assert cfg.hidden_size == 64 and cfg.model_config().d_model == 64
+
+
+def test_attention_mask_right_padding_only_and_ignored_in_the_loss():
+    model = small("rope")
+    ids = torch.tensor([[2, 5, 6, 7, 3]])
+    padded = torch.tensor([[2, 5, 6, 7, 3, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0, 0]])
+    plain = model(ids, labels=ids).loss
+    assert model(padded, attention_mask=mask, labels=padded).loss.item() == pytest.approx(plain.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="row 0 has padding before real tokens"):
+        model(padded.flip(1), attention_mask=mask.flip(1))
+
+
+def test_structure_models_pay_for_their_actions_unless_the_conditional_is_asked_for_by_name():
+    model = small("grammar", "joint")
+    ids = torch.tensor([[2, 5, 6, 7, 3]])
+    acts = torch.tensor([[2, 3, 2, 1, 0]])                     # one per input row (the last predicts nothing)
+    native = model.lm(ids, acts[:, :-1])
+    joint = model(ids, actions=acts, labels=ids).loss
+    assert joint.item() == pytest.approx(((native.word_nll + native.action_nll) / native.n_tokens).item(), rel=1e-5)
+    conditional = model(ids, actions=acts, labels=ids, loss_kind="conditional").loss
+    assert conditional.item() == pytest.approx((native.word_nll / native.n_tokens).item(), rel=1e-5)
+    assert conditional < joint                                 # the free gold tree looks better: the leak
+    reads_only = small("grammar", "given")                     # reads actions, never predicts them
+    with pytest.raises(ValueError, match="loss_kind='conditional'"):
+        reads_only(ids, actions=acts, labels=ids)
+    assert reads_only(ids, actions=acts, labels=ids, loss_kind="conditional").loss > 0
+
+
+def test_export_writes_a_tokenizer_that_auto_tokenizer_reads(toy_root, tmp_path):
+    from lang_toydata import tiny_overrides
+    from language.train import LanguageConfig, train
+    from temt_core.config import load_config
+    from transformers import AutoTokenizer
+    train(load_config(LanguageConfig, None, tiny_overrides(toy_root, **{"train.steps": 4, "train.eval_every": 4})),
+          tmp_path / "run")
+    out = hf.export_run(tmp_path / "run", tmp_path / "hf")
+    tok = AutoTokenizer.from_pretrained(out)
+    assert (tok.bos_token, tok.eos_token, tok.pad_token_id) == ("<bos>", "<eos>", 0)
+    ids = tok(["the", "dog", "sees"], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    assert len(ids) == 3 and tok.unk_token_id not in ids
+    assert AutoModelForCausalLM.from_pretrained(out).config.vocab_size == len(tok)
