@@ -20,7 +20,7 @@ from temt_core.validation import NonFiniteError
 
 
 def _train(args) -> int:
-    from .config import SpatialConfig, check_device
+    from .config import SpatialConfig
     from .train import Trainer, load_run_config
     if args.resume:
         if args.overwrite:
@@ -29,13 +29,11 @@ def _train(args) -> int:
             raise ConfigError("--resume uses the run's own config.yaml; give changes as key=value overrides, "
                               "not --config")
         config = merge_overrides(SpatialConfig, load_run_config(args.resume), args.overrides)
-        check_device(config.train.device)
         trainer = Trainer(config, args.resume, resume=True, progress=not args.quiet)
     else:
         if not args.out:
             raise ConfigError("train needs --out RUN_DIR (where config, logs, checkpoints and metrics go)")
         config = load_config(SpatialConfig, args.config, args.overrides)
-        check_device(config.train.device)
         trainer = Trainer(config, args.out, progress=not args.quiet, overwrite=args.overwrite)
     final = trainer.run()
     print(f"final: acc on revisits {final['acc_revisit']:.3f}, zero-shot {final['acc_zero_shot']:.3f}, "

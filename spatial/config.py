@@ -7,7 +7,7 @@ arguments override the file (for example `model.activation=linear train.steps=50
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from temt_core.model import TEMtConfig
 
@@ -82,8 +82,6 @@ class SpatialConfig:
         if self.model.n_stimuli != self.walks.n_stimuli:
             raise ValueError(f"model.n_stimuli ({self.model.n_stimuli}) must equal walks.n_stimuli "
                              f"({self.walks.n_stimuli})")
-        check_numbers("model", self.model, {f.name: (math.isfinite(getattr(self.model, f.name)), "finite")
-                                            for f in fields(self.model) if f.name.startswith("w_")})
         n_actions = {"hex": 7, "square": 5}.get(self.walks.kind)     # graph worlds: checked against the worlds
         if n_actions is not None and self.model.n_actions != n_actions:
             raise ValueError(f"model.n_actions must be {n_actions} for {self.walks.kind} worlds "

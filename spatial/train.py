@@ -31,7 +31,7 @@ from temt_core.rundir import RunDir, check_resume_config
 from temt_core.rundir import load_run_config as _load_run_config
 from temt_core.model import TEMt, TEMtState
 
-from .config import SpatialConfig
+from .config import SpatialConfig, check_device
 from .diagnostics import diagnose, flat_diagnostics
 from .isometry import isometry_loss, node_coordinates
 from .metrics import accuracy_by_coverage, accuracy_summary
@@ -61,6 +61,7 @@ class Trainer:
                 raise ValueError(f"world(s) {', '.join(wrong)} have a different number of actions than "
                                  f"model.n_actions={config.model.n_actions}")
         t = config.train
+        check_device(t.device)                  # a GPU that is not there: a named error, before any work
         torch.set_num_threads(t.threads)
         self.device = torch.device(t.device)
         torch.manual_seed(t.seed)

@@ -130,9 +130,9 @@ class TEMtConfig:
             problems.append("recurrence='scan' cannot normalise modules: use 'fused' or 'auto' with module_norm")
         if self.bound is not None and self.bound <= 0:
             problems.append(f"bound must be positive or None (got {self.bound})")
-        for f in fields(self):
-            if f.name.startswith("w_") and getattr(self, f.name) < 0:
-                problems.append(f"{f.name} must be >= 0 (got {getattr(self, f.name)})")
+        for f in fields(self):                  # `not 0 <= w < inf` also catches NaN
+            if f.name.startswith("w_") and not 0 <= getattr(self, f.name) < math.inf:
+                problems.append(f"{f.name} must be a finite number >= 0 (got {getattr(self, f.name)})")
         if problems:
             raise ValueError("invalid TEMtConfig: " + "; ".join(problems))
 

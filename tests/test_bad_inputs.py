@@ -35,8 +35,8 @@ def _one_thread():
     ("train.lr_min=-1e-5", "train.lr_min"),
     ("train.lr_half_life=0", "train.lr_half_life"),
     ("train.lr_half_life=-5", "train.lr_half_life"),
-    ("model.w_x_pi=.nan", "model.w_x_pi"),
-    ("model.w_g=.inf", "model.w_g"),
+    ("model.w_x_pi=.nan", r"model: .*w_x_pi must be a finite number"),   # TEMtConfig checks its own weights
+    ("model.w_g=.inf", r"model: .*w_g must be a finite number"),
     ("model.w_reg_e=-1", r"model: .*w_reg_e"),
     ("train.w_isometry=.inf", "train.w_isometry"),
     ("train.seed=-1", "train.seed"),
