@@ -137,6 +137,38 @@ def exact_marginal(model, ids: Sequence[int], batch: int = 4096) -> float:
     return float(torch.logsumexp(torch.cat(logps), 0))
 
 
+def seed_sentence_bootstrap(nll_a: np.ndarray, nll_b: np.ndarray, n: np.ndarray, n_boot: int = 1000,
+                            seed: int = 0) -> dict:
+    """Bootstrap over seeds and sentences: each resample draws the test sentences (paired: the same ones for both
+    arms) and, independently for each arm, its training seeds with replacement; an arm's perplexity on a resample
+    averages its drawn seeds' summed NLL. The interval so carries the spread between training runs as well as
+    between sentences (resampling sentences alone treats one set of seeds as the truth).
+
+    nll_a (Sa, N), nll_b (Sb, N): per-seed, per-sentence NLL; n (N,) predicted events per sentence. Returns what
+    paired_bootstrap returns (ppl of the seed means, ratio, 95% interval, p) plus the seed counts."""
+    nll_a, nll_b, n = (np.asarray(v, dtype=np.float64) for v in (nll_a, nll_b, n))
+    if nll_a.ndim != 2 or nll_b.ndim != 2 or nll_a.shape[1] != len(n) or nll_b.shape[1] != len(n):
+        raise ValueError(f"expected (seeds, sentences) arrays over {len(n)} sentences, got {nll_a.shape} and "
+                         f"{nll_b.shape}")
+    rng = np.random.default_rng(seed)
+    S = len(n)
+    idx = rng.integers(0, S, size=(n_boot, S))                          # (R, N) sentences
+    sa = rng.integers(0, len(nll_a), size=(n_boot, len(nll_a)))        # (R, Sa) seeds of a
+    sb = rng.integers(0, len(nll_b), size=(n_boot, len(nll_b)))
+    sums_a = np.stack([nll_a[:, i].sum(1) for i in idx])               # (R, Sa): every seed on resample r
+    sums_b = np.stack([nll_b[:, i].sum(1) for i in idx])
+    na = np.take_along_axis(sums_a, sa, 1).mean(1)
+    nb = np.take_along_axis(sums_b, sb, 1).mean(1)
+    log_ratio = (na - nb) / n[idx].sum(1)
+    lo, hi = np.percentile(log_ratio, [2.5, 97.5])
+    mean_a, mean_b = nll_a.mean(0), nll_b.mean(0)
+    return {"ppl_a": ppl(mean_a, n), "ppl_b": ppl(mean_b, n),
+            "ratio": float(math.exp((mean_a.sum() - mean_b.sum()) / n.sum())),
+            "ratio_ci95": [float(math.exp(lo)), float(math.exp(hi))], "p_a_not_better": float(np.mean(log_ratio >= 0)),
+            "sentences": int(S), "seeds_a": int(len(nll_a)), "seeds_b": int(len(nll_b)), "resamples": int(n_boot),
+            "resampled": "seeds and sentences"}
+
+
 def paired_bootstrap(nll_a: np.ndarray, nll_b: np.ndarray, n: np.ndarray, n_boot: int = 1000,
                      seed: int = 0) -> dict:
     """Paired bootstrap over sentences: resample sentences, compare PPL_a and PPL_b on the same resample.
@@ -153,4 +185,4 @@ def paired_bootstrap(nll_a: np.ndarray, nll_b: np.ndarray, n: np.ndarray, n_boot
     return {"ppl_a": ppl(nll_a, n), "ppl_b": ppl(nll_b, n), "ratio": float(math.exp((nll_a.sum() - nll_b.sum())
                                                                                        / n.sum())),
             "ratio_ci95": [float(math.exp(lo)), float(math.exp(hi))], "p_a_not_better": float(np.mean(log_ratio >= 0)),
-            "sentences": int(S), "resamples": int(n_boot)}
+            "sentences": int(S), "resamples": int(n_boot), "resampled": "sentences"}

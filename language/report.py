@@ -19,7 +19,7 @@ import numpy as np
 from temt_core.config import ConfigError
 
 from .arms import ARMS, BASELINE, CONTROLS, REFERENCE, metric_kind
-from .evaluate import paired_bootstrap, ppl
+from .evaluate import paired_bootstrap, ppl, seed_sentence_bootstrap
 
 
 def _load(run: Path) -> dict | None:
@@ -75,6 +75,7 @@ def collect(out: str | Path, arm_names: list[str], seeds: list[int]) -> dict:
             "ppl": {m: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
                         "seeds": v} for m, v in metrics.items()},
             "sentence_nll_mean": {m: np.mean(np.stack(v), 0).tolist() for m, v in sentence_nll.items()},
+            "sentence_nll_seeds": {m: np.stack(v).tolist() for m, v in sentence_nll.items()},     # (seeds, N)
             "n_tokens": n_tok.tolist(),
             "train": {s: r["train"] for s, r in runs.items()},
             "curves": {s: r["curve"] for s, r in runs.items()},
@@ -91,9 +92,15 @@ def headline(arm: dict) -> tuple[str, np.ndarray]:
     return key, np.array(arm["sentence_nll_mean"][key])
 
 
+def _seed_nll(arm: dict, key: str) -> np.ndarray | None:
+    seeds = arm.get("sentence_nll_seeds", {}).get(key)
+    return None if seeds is None else np.array(seeds)
+
+
 def comparisons(res: dict, n_boot: int = 2000) -> list[dict]:
-    """The reference arm against every language-model arm: a paired bootstrap of `n_boot` resamples of the test
-    sentences (the study passes `eval.bootstrap`)."""
+    """The reference arm against every language-model arm: `n_boot` resamples (the study passes
+    `eval.bootstrap`) of the test sentences and, where both arms have several seeds, of the seeds too
+    (evaluate.seed_sentence_bootstrap); results from before per-seed NLLs were kept resample sentences only."""
     if n_boot < 1:
         raise ConfigError(f"eval.bootstrap must be >= 1 resample (got {n_boot})")
     arms = res["arms"]
@@ -106,7 +113,11 @@ def comparisons(res: dict, n_boot: int = 2000) -> list[dict]:
         if name == REFERENCE or arm["kind"] == "conditional":
             continue
         key, other = headline(arm)
-        bs = paired_bootstrap(ref, other, n, n_boot=n_boot, seed=0)
+        seeds_a, seeds_b = _seed_nll(arms[REFERENCE], ref_key), _seed_nll(arm, key)
+        if seeds_a is not None and seeds_b is not None and min(len(seeds_a), len(seeds_b)) > 1:
+            bs = seed_sentence_bootstrap(seeds_a, seeds_b, n, n_boot=n_boot, seed=0)
+        else:
+            bs = paired_bootstrap(ref, other, n, n_boot=n_boot, seed=0)
         out.append({"a": f"{REFERENCE} ({ref_key})", "b": f"{name} ({key})", "name": name, **bs})
     return out
 
@@ -128,8 +139,8 @@ def verdict(res: dict, comps: list[dict]) -> str:
     if hi < 1:
         lines.append(f"**Supported on this data.** The grammar model's word perplexity is at most {g:.1f} (an upper "
                      f"bound from its own beam search, paying for every action it predicts), below the sinusoidal "
-                     f"model's exact {s:.1f}; ratio {c['ratio']:.3f}, 95% CI [{lo:.3f}, {hi:.3f}] over test "
-                     "sentences.")
+                     f"model's exact {s:.1f}; ratio {c['ratio']:.3f}, 95% CI [{lo:.3f}, {hi:.3f}] over "
+                     f"{_over(c)}.")
     elif lo > 1:
         lines.append(f"**Not supported on this data.** The grammar model's best word-perplexity bound ({g:.1f}) is "
                      f"higher than the sinusoidal model's exact perplexity ({s:.1f}); ratio {c['ratio']:.3f}, 95% CI "
@@ -137,7 +148,7 @@ def verdict(res: dict, comps: list[dict]) -> str:
                      "perplexity could be lower, but nothing measured here shows it beating the baseline.")
     else:
         lines.append(f"**Inconclusive on this data.** Grammar bound {g:.1f} vs sinusoidal exact {s:.1f}; ratio "
-                     f"{c['ratio']:.3f}, 95% CI [{lo:.3f}, {hi:.3f}] includes 1.")
+                     f"{c['ratio']:.3f}, 95% CI over {_over(c)} [{lo:.3f}, {hi:.3f}] includes 1.")
     if "conditional" in arms[REFERENCE]["ppl"]:
         cond = arms[REFERENCE]["ppl"]["conditional"]["mean"]
         lines.append(f"With gold actions given for free the same grammar models score {cond:.1f} (conditional, not a "
@@ -282,17 +293,25 @@ def _conditional_table(arms: dict) -> list[str]:
     return L + [""]
 
 
+def _over(c: dict) -> str:
+    if c.get("resampled") == "seeds and sentences":
+        return f"training seeds ({c['seeds_a']} and {c['seeds_b']}) and test sentences"
+    return "test sentences (one set of seeds)"
+
+
 def _bootstrap_table(comps: list[dict]) -> list[str]:
     if not comps:
         return []
-    L = ["## Paired bootstrap over test sentences (grammar arm against each arm)", "",
-         "Per-sentence NLL averaged over seeds; the grammar arm is scored by its best bound. ratio = "
-         "PPL(grammar) / PPL(other): below 1 favours grammar. p = fraction of resamples in which grammar "
-         "is not better.", "",
-         "| comparison | PPL grammar | PPL other | ratio | 95% CI | p |", "|---|---:|---:|---:|---:|---:|"]
+    L = ["## Bootstrap over seeds and test sentences (grammar arm against each arm)", "",
+         "Each resample draws the test sentences (the same for both arms) and each arm's seeds with replacement; "
+         "the grammar arm is scored by its best bound. ratio = PPL(grammar) / PPL(other): below 1 favours grammar. "
+         "p = fraction of resamples in which grammar is not better.", "",
+         "| comparison | PPL grammar | PPL other | ratio | 95% CI | resampled | p |",
+         "|---|---:|---:|---:|---:|---|---:|"]
     for c in comps:
         L.append(f"| {c['a']} vs {c['b']} | {c['ppl_a']:.2f} | {c['ppl_b']:.2f} | {c['ratio']:.3f} | "
-                 f"[{c['ratio_ci95'][0]:.3f}, {c['ratio_ci95'][1]:.3f}] | {c['p_a_not_better']:.3f} |")
+                 f"[{c['ratio_ci95'][0]:.3f}, {c['ratio_ci95'][1]:.3f}] | {_over(c)} | "
+                 f"{c['p_a_not_better']:.3f} |")
     return L + [""]
 
 

@@ -40,7 +40,7 @@ def test_report_sections_and_bootstrap_resamples_from_the_config(tmp_path, monke
         "# Language study: grammar-derived positions against standard encodings (claim C10)", "## Verdict",
         "## Language-model perplexities on test (mean ± sd over seeds)",
         "## Conditional diagnostic: gold structure given free (NOT language-model perplexities)",
-        "## Paired bootstrap over test sentences (grammar arm against each arm)",
+        "## Bootstrap over seeds and test sentences (grammar arm against each arm)",
         "## Leak and sanity checks on the trained models",
         "## Learning curves (dev metric, mean over seeds; joint perplexity for structure-predicting arms)",
         "## Training", "## Data and vocabularies"]
@@ -76,3 +76,26 @@ def test_language_sh_keeps_writing_the_tracked_report():
 
     assert args("--quick")[-2:] == ["--report", "docs/results/language.md"]
     assert args("--quick", "--report", "elsewhere.md").count("--report") == 1
+
+
+def test_the_seed_and_sentence_bootstrap_carries_the_spread_between_seeds():
+    """Identical seeds: the same interval as resampling sentences alone. Seeds that disagree (per-seed ratios
+    0.965 and 1.018, as measured in the 2026-11 quick study): a wider interval, which then includes 1."""
+    from language.evaluate import paired_bootstrap, seed_sentence_bootstrap
+    rng = np.random.default_rng(0)
+    n = rng.integers(5, 30, size=400).astype(float)
+    base = n * 4.4 + rng.normal(0, 3, size=400)            # per-sentence NLL of the baseline (ppl about 80)
+    other = base - 0.004 * n + rng.normal(0, 1, size=400)
+    same = seed_sentence_bootstrap(np.stack([other, other]), np.stack([base, base]), n, n_boot=2000)
+    alone = paired_bootstrap(other, base, n, n_boot=2000)
+    assert same["ratio"] == pytest.approx(alone["ratio"], rel=1e-12)
+    assert same["ratio_ci95"] == pytest.approx(alone["ratio_ci95"], abs=2e-3)
+    spread = np.stack([other + np.log(0.965) * n, other + np.log(1.018) * n])
+    wide = seed_sentence_bootstrap(spread, np.stack([base, base]), n, n_boot=2000)
+    narrow = paired_bootstrap(spread.mean(0), base, n, n_boot=2000)
+    assert wide["ratio"] == pytest.approx(narrow["ratio"], rel=1e-12)
+    width = lambda r: r["ratio_ci95"][1] - r["ratio_ci95"][0]
+    assert width(wide) > 3 * width(narrow) and wide["ratio_ci95"][0] < 1 < wide["ratio_ci95"][1]
+    assert wide["resampled"] == "seeds and sentences" and (wide["seeds_a"], wide["seeds_b"]) == (2, 2)
+    with pytest.raises(ValueError, match=r"expected \(seeds, sentences\) arrays"):
+        seed_sentence_bootstrap(other, base, n)
