@@ -82,6 +82,7 @@ def collect(out: str | Path, arm_names: list[str], seeds: list[int]) -> dict:
             "unseen_actions": [r["test"].get("unseen_actions", 0) for r in runs.values()],
             "overflow_actions": [r["test"].get("overflow_actions", 0) for r in runs.values()],
             "actions_total": [r["test"].get("actions_total", 0) for r in runs.values()],
+            "beam_growth": [r["test"]["beam_growth"] for r in runs.values() if r["test"].get("beam_growth")],
         }
     return res
 
@@ -234,7 +235,7 @@ def write_report(res: dict, base_cfg, path: str | Path, out_dir: str | Path) -> 
     sections = [
         _header(res, base_cfg, out_dir),
         ["## Verdict", "", verdict(res, comps), ""],
-        _lm_table(res["arms"], beams),
+        _lm_table(res["arms"], beams, base_cfg.eval.action_top),
         _conditional_table(res["arms"]),
         _bootstrap_table(comps),
         _sanity_checks(res["arms"], beams),
@@ -263,12 +264,15 @@ def _header(res: dict, base_cfg, out_dir: Path) -> list[str]:
     ]
 
 
-def _lm_table(arms: dict, beams: list[str]) -> list[str]:
+def _lm_table(arms: dict, beams: list[str], action_top: int = 0) -> list[str]:
+    pruned = (f" **This study's beam expands only each hypothesis's {action_top} likeliest actions** (eval.action_top,"
+              " a speed option): a valid but looser bound than the beam over all actions." if action_top else
+              " The beam expands every action of every hypothesis.")
     L = ["## Language-model perplexities on test (mean ± sd over seeds)", "",
          "Exact: word perplexity of a model that needs no structure. Joint: -log p(words, gold actions) per "
          "word, the cost of predicting each action included. Beam K: the word-synchronous beam over the "
          "model's own actions (an upper bound on its word perplexity). Best bound: per sentence the tightest "
-         "of these bounds. Every model predicts the same events (words + EOS, one vocabulary).", "",
+         "of these bounds. Every model predicts the same events (words + EOS, one vocabulary)." + pruned, "",
          "| arm | what | params | exact | joint | " + " | ".join(f"beam {k}" for k in beams) + " | best bound |",
          "|---|---|---:|---:|---:|" + "---:|" * len(beams) + "---:|"]
     for name, a in arms.items():
@@ -278,7 +282,21 @@ def _lm_table(arms: dict, beams: list[str]) -> list[str]:
         cells = [_fmt(p.get("exact")), _fmt(p.get("joint"))] + [_fmt(p.get(f"beam{k}")) for k in beams] + \
             [_fmt(p.get("best")) if "best" in p else _fmt(p.get("exact"))]
         L.append(f"| {name} | {a['what']} | {a['params']} | " + " | ".join(cells) + " |")
-    return L + [""]
+    notes = [_growth_note(name, a["beam_growth"]) for name, a in arms.items() if a.get("beam_growth")]
+    return L + [""] + [n for n in notes if n] + ([""] if any(notes) else [])
+
+
+def _growth_note(name: str, growth: list[dict]) -> str:
+    """Where the beam stopped: the largest K and how much the bound still moved at the last doubling."""
+    rows = [g for g in growth if g.get("last_change") is not None]
+    if not rows:
+        return ""
+    ks = sorted({g["K"] for g in rows})
+    changes = [100 * g["last_change"] for g in rows]
+    done = sum(g["converged"] for g in rows)
+    return (f"- {name}: beam grown to K = {', '.join(map(str, ks))}; the bound's perplexity moved "
+            f"{min(changes):.2f}-{max(changes):.2f}% at the last step (stopped moving in {done} of {len(rows)} "
+            "seeds); the best bound above includes every K scored.")
 
 
 def _conditional_table(arms: dict) -> list[str]:

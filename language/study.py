@@ -91,13 +91,39 @@ def evaluate_run(run_dir: str | Path, split: str = "test", force: bool = False, 
     if cfg.model.predicts_structure:
         sents = ds["ids"]
         res["beam"] = {}
-        for K in cfg.eval.beams:
+        n_events = sum(res["n_tokens"])
+        bound = {}
+        for K in beam_sizes(cfg.eval, bound):
             t0 = time.time()
             lp = beam_marginal(model, sents, K, action_top=cfg.eval.action_top)
             res["beam"][str(K)] = (-lp).tolist()           # per-sentence -log p_beam(words)
-            log(f"    beam {K:3d}: ppl {math.exp(-lp.sum() / sum(res['n_tokens'])):9.2f}  ({time.time() - t0:.0f} s)")
+            bound[K] = math.exp(-lp.sum() / n_events)
+            log(f"    beam {K:3d}: ppl {bound[K]:9.2f}  ({time.time() - t0:.0f} s)")
+        res["beam_growth"] = beam_growth(cfg.eval, bound)
     out_path.write_text(json.dumps(res))
     return res
+
+
+def beam_sizes(ecfg, bound: dict[int, float]):
+    """The listed beam sizes, then (eval.beam_until > 0) doubling K until the bound's perplexity moved by less
+    than beam_until between the last two sizes, or K reached eval.beam_max. `bound` (K -> perplexity) is filled
+    by the caller as it goes; any candidate set gives a valid bound, so every K is a valid upper bound."""
+    yield from ecfg.beams
+    K = max(ecfg.beams)
+    while ecfg.beam_until and K * 2 <= ecfg.beam_max:
+        change = beam_growth(ecfg, bound)["last_change"]
+        if change is not None and change < ecfg.beam_until:
+            return
+        K *= 2
+        yield K
+
+
+def beam_growth(ecfg, bound: dict[int, float]) -> dict:
+    """The largest K scored, the last relative change of the bound, and whether it stopped moving."""
+    ks = sorted(bound)
+    change = (bound[ks[-2]] - bound[ks[-1]]) / bound[ks[-2]] if len(ks) > 1 else None
+    return {"K": ks[-1] if ks else None, "last_change": change,
+            "converged": bool(ecfg.beam_until and change is not None and change < ecfg.beam_until)}
 
 
 def _cpu_name() -> str:

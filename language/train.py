@@ -90,11 +90,16 @@ class EvalConfig:
     beams: tuple[int, ...] = (1, 5, 20, 50)     # beam sizes of the marginal (spec section 6)
     action_top: int = 0              # expand only the top-k actions per hypothesis (0 = all, the exact beam)
     max_tokens: int = 8192           # tokens per batch for the exact / joint / conditional scores
-    bootstrap: int = 2000            # paired-bootstrap resamples over test sentences
+    bootstrap: int = 2000            # bootstrap resamples (of seeds and test sentences) for the intervals
+    beam_until: float = 0.0          # then double K past the last beam until the bound moves by less than this
+                                     # fraction of its perplexity (0 = only the listed beams)
+    beam_max: int = 800              # the largest K beam_until may reach
 
     def __post_init__(self):
         if any(k < 1 for k in self.beams):
             raise ValueError(f"eval.beams must be beam sizes >= 1 (got {list(self.beams)})")
+        if not 0 <= self.beam_until < 1:
+            raise ValueError(f"eval.beam_until must be in [0, 1) (got {self.beam_until})")
         for name, low in (("action_top", 0), ("max_tokens", 1), ("bootstrap", 1)):
             if getattr(self, name) < low:
                 raise ValueError(f"eval.{name} must be >= {low} (got {getattr(self, name)})")

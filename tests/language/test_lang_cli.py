@@ -40,7 +40,7 @@ def test_train_evaluate_export_and_study(toy_root, tmp_path, capsys):
     assert rc == 0
     text = report.read_text()
     for heading in ("## Verdict", "## Language-model perplexities on test", "## Conditional diagnostic",
-                    "## Paired bootstrap", "## Learning curves", "| grammar |", "| grammar_tree |"):
+                    "## Bootstrap over seeds and test sentences", "## Learning curves", "| grammar |", "| grammar_tree |"):
         assert heading in text, heading
     res = collect(out, ["sinusoidal", "grammar", "grammar_tree"], [0, 1])
     g = res["arms"]["grammar"]["ppl"]

@@ -99,3 +99,23 @@ def test_the_seed_and_sentence_bootstrap_carries_the_spread_between_seeds():
     assert wide["resampled"] == "seeds and sentences" and (wide["seeds_a"], wide["seeds_b"]) == (2, 2)
     with pytest.raises(ValueError, match=r"expected \(seeds, sentences\) arrays"):
         seed_sentence_bootstrap(other, base, n)
+
+
+def test_beam_grows_until_the_bound_stops_moving():
+    from language.study import beam_growth, beam_sizes
+    from language.train import EvalConfig
+    truth = {1: 100.0, 5: 90.0, 20: 85.0, 50: 83.0, 100: 82.0, 200: 81.9, 400: 81.89}
+    ecfg = EvalConfig(beams=(1, 5, 20, 50), beam_until=0.005, beam_max=800)
+    bound = {}
+    for K in beam_sizes(ecfg, bound):
+        bound[K] = truth[K]
+    assert sorted(bound) == [1, 5, 20, 50, 100, 200]        # 82.0 -> 81.9 moved 0.12% < 0.5%: stop at 200
+    growth = beam_growth(ecfg, bound)
+    assert growth["K"] == 200 and growth["converged"] and growth["last_change"] == pytest.approx(0.1 / 82.0)
+    capped = EvalConfig(beams=(1, 5), beam_until=1e-6, beam_max=20)
+    bound = {}
+    for K in beam_sizes(capped, bound):
+        bound[K] = {**truth, 10: 87.0}[K]
+    assert sorted(bound) == [1, 5, 10, 20] and not beam_growth(capped, bound)["converged"]    # stopped by beam_max
+    off = EvalConfig(beams=(1, 5))
+    assert list(beam_sizes(off, {})) == [1, 5]
