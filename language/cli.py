@@ -4,6 +4,7 @@
         model.structure=joint
     temt-language train --resume runs/lang/g [train.steps=4000]
     temt-language evaluate runs/lang/g [--split dev]          # test is scored once per run
+    temt-language evaluate runs/lang/g runs/lang/s --file my.conllu   # any treebank file, runs side by side
     temt-language study --quick                               # = scripts/language.sh --quick
     temt-language actions ../shared/data/ud-english-ewt/en_ewt-ud-dev.conllu [--labels] [--show 3]
     temt-language actions --spacy en_core_web_sm "Any raw text."   # needs that pipeline installed
@@ -53,12 +54,29 @@ def _evaluate(args) -> int:
 
     from .evaluate import ppl
     from .study import evaluate_run
-    res = evaluate_run(args.run_dir, args.split, force=args.force)
+    if args.file:
+        return _evaluate_file(args)
+    if len(args.run_dirs) != 1:
+        raise ConfigError("evaluate takes one run for a split; several runs side by side need --file F")
+    res = evaluate_run(args.run_dirs[0], args.split, force=args.force)
     n = np.array(res["n_tokens"])
     w, a = np.array(res["word_nll"]), np.array(res["action_nll"])
     print(f"{args.split}: word ppl (exact, or conditional on gold actions) {ppl(w, n):.2f}; joint {ppl(w + a, n):.2f}")
     for K, v in res.get("beam", {}).items():
         print(f"  beam {K}: {math.exp(sum(v) / n.sum()):.2f}")
+    return 0
+
+
+def _evaluate_file(args) -> int:
+    from .scoring import evaluate_file
+    rows = []
+    for run in args.run_dirs:
+        res = evaluate_file(run, args.file, args.format, log=lambda *_: None)
+        rows.append((run, res["metric"], res["ppl"], 100 * res["oov_rate"], res["sentences"]))
+    print(f"{args.file}: {rows[0][4]} sentences")
+    print(f"{'run':40s} {'perplexity':>10s}  {'OOV %':>6s}  metric")
+    for run, metric, value, oov, _ in rows:
+        print(f"{str(run):40s} {value:10.2f}  {oov:6.2f}  {metric}")
     return 0
 
 
@@ -129,9 +147,12 @@ def main(argv=None) -> int:
     t.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. train.steps=500 (every key: temt-language config --list)")
     t.set_defaults(fn=_train)
-    e = sub.add_parser("evaluate", help="score a run on a split (test: once)")
-    e.add_argument("run_dir")
+    e = sub.add_parser("evaluate", help="score a run on a split (test: once), or runs side by side on any file")
+    e.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     e.add_argument("--split", default="test", choices=["dev", "test"])
+    e.add_argument("--file", help="score this CoNLL-U or bracketed treebank file instead (any number of runs); "
+                   "writes RUN_DIR/files/<name>.json")
+    e.add_argument("--format", choices=["conllu", "brackets"], help="of --file (default: by its extension)")
     e.add_argument("--force", action="store_true", help="recompute an existing score (never to tune on test)")
     e.set_defaults(fn=_evaluate)
     s = sub.add_parser("study", help="the whole study: arms x seeds, report")

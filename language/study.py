@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import platform
 import time
@@ -30,10 +29,11 @@ import torch
 from temt_core.config import ConfigError
 
 from .arms import ARMS, QUICK_ARMS, REFERENCE, Arm  # noqa: F401 (QUICK_ARMS re-exported for the CLI)
-from .data import make_loader, prepare
-from .evaluate import beam_marginal, ppl, score_loader
+from .data import prepare
+from .evaluate import ppl
 from .model import count_params, match_d_ff
 from .report import collect, write_report
+from .scoring import device_for, score_dataset
 from .train import LanguageConfig, fill_model_config, load_run_config, load_trained, train
 
 
@@ -76,54 +76,12 @@ def evaluate_run(run_dir: str | Path, split: str = "test", force: bool = False, 
     cfg = load_run_config(run_dir)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = "cuda" if torch.cuda.is_available() and not cfg.train.cpu else "cpu"
+    device = device_for(cfg)
     model = load_trained(run_dir, device=device)
     data = prepare(cfg.data, shuffle_seed=cfg.train.seed, splits=(split,), vocab_dir=run_dir)
-    ds = data.splits[split]
-    loader = make_loader(ds, cfg.eval.max_tokens, shuffle=False)
-    t0 = time.time()
-    scores = score_loader(model, (_to(b, device) for b in loader))
-    res = {k: v.tolist() for k, v in scores.items()}
-    res["seconds_score"] = time.time() - t0
-    res["unseen_actions"] = sum(data.actions.unseen.values())
-    res["overflow_actions"] = int(data.actions.overflow_total)
-    res["actions_total"] = int(data.actions.encoded_total)
-    if cfg.model.predicts_structure:
-        sents = ds["ids"]
-        res["beam"] = {}
-        n_events = sum(res["n_tokens"])
-        bound = {}
-        for K in beam_sizes(cfg.eval, bound):
-            t0 = time.time()
-            lp = beam_marginal(model, sents, K, action_top=cfg.eval.action_top)
-            res["beam"][str(K)] = (-lp).tolist()           # per-sentence -log p_beam(words)
-            bound[K] = math.exp(-lp.sum() / n_events)
-            log(f"    beam {K:3d}: ppl {bound[K]:9.2f}  ({time.time() - t0:.0f} s)")
-        res["beam_growth"] = beam_growth(cfg.eval, bound)
+    res = score_dataset(model, cfg, data.splits[split], data.actions, device, log)
     out_path.write_text(json.dumps(res))
     return res
-
-
-def beam_sizes(ecfg, bound: dict[int, float]):
-    """The listed beam sizes, then (eval.beam_until > 0) doubling K until the bound's perplexity moved by less
-    than beam_until between the last two sizes, or K reached eval.beam_max. `bound` (K -> perplexity) is filled
-    by the caller as it goes; any candidate set gives a valid bound, so every K is a valid upper bound."""
-    yield from ecfg.beams
-    K = max(ecfg.beams)
-    while ecfg.beam_until and K * 2 <= ecfg.beam_max:
-        change = beam_growth(ecfg, bound)["last_change"]
-        if change is not None and change < ecfg.beam_until:
-            return
-        K *= 2
-        yield K
-
-
-def beam_growth(ecfg, bound: dict[int, float]) -> dict:
-    """The largest K scored, the last relative change of the bound, and whether it stopped moving."""
-    ks = sorted(bound)
-    change = (bound[ks[-2]] - bound[ks[-1]]) / bound[ks[-2]] if len(ks) > 1 else None
-    return {"K": ks[-1] if ks else None, "last_change": change,
-            "converged": bool(ecfg.beam_until and change is not None and change < ecfg.beam_until)}
 
 
 def _cpu_name() -> str:
@@ -134,10 +92,6 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def _to(batch, device):
-    return {k: v.to(device) for k, v in batch.items()}
 
 
 def run_study(base: LanguageConfig, out: str | Path, arm_names: list[str], seeds: list[int],

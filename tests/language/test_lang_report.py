@@ -102,7 +102,7 @@ def test_the_seed_and_sentence_bootstrap_carries_the_spread_between_seeds():
 
 
 def test_beam_grows_until_the_bound_stops_moving():
-    from language.study import beam_growth, beam_sizes
+    from language.scoring import beam_growth, beam_sizes
     from language.train import EvalConfig
     truth = {1: 100.0, 5: 90.0, 20: 85.0, 50: 83.0, 100: 82.0, 200: 81.9, 400: 81.89}
     ecfg = EvalConfig(beams=(1, 5, 20, 50), beam_until=0.005, beam_max=800)

@@ -144,3 +144,25 @@ def test_a_damaged_state_falls_back_to_the_one_before(toy_root, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     rows = [json.loads(x)["step"] for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert rows == [10, 20, 30]                                # the step-20 row is not counted twice
+
+
+def test_evaluate_any_file_with_the_runs_vocabularies(toy_root, tmp_path, capsys):
+    """A file scores as the split it is a copy of; unknown words are counted as out of vocabulary."""
+    from language.cli import main
+    from language.scoring import evaluate_file, headline
+    cfg = cfg_for(toy_root, **{"model.pos": "grammar", "model.structure": "joint", "train.steps": 20,
+                               "eval.beams": [1, 2]})
+    train(cfg, tmp_path / "g")
+    train(cfg_for(toy_root, **{"train.steps": 20}), tmp_path / "s")
+    dev_file = toy_root / "ud-english-ewt" / "en_ewt-ud-dev.conllu"
+    as_file = evaluate_file(tmp_path / "g", dev_file, log=lambda *_: None)
+    as_split = evaluate_run(tmp_path / "g", "dev", log=lambda *_: None)
+    assert as_file["metric"] == "best bound" and as_file["oov_rate"] == 0          # the toy words are all known
+    assert as_file["ppl"] == pytest.approx(headline(load_run_config(tmp_path / "g"), as_split)[1], rel=1e-9)
+    new = tmp_path / "new.conllu"
+    new.write_text("1\tthe\tthe\tX\tX\t_\t2\tdet\t_\t_\n2\tzebra\tzebra\tX\tX\t_\t3\tnsubj\t_\t_\n"
+                   "3\tsees\tsees\tX\tX\t_\t0\troot\t_\t_\n4\tunicorns\tu\tX\tX\t_\t3\tobj\t_\t_\n\n")
+    assert main(["evaluate", str(tmp_path / "g"), str(tmp_path / "s"), "--file", str(new)]) == 0
+    out = capsys.readouterr().out
+    assert "new.conllu: 1 sentences" in out and out.count(" 50.00  ") == 2        # 2 of 4 words unknown
+    assert json.loads((tmp_path / "s" / "files" / "new.conllu.json").read_text())["metric"] == "exact"

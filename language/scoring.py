@@ -1,0 +1,119 @@
+"""Scoring a trained language run: a split of its corpus, or any treebank file, with the run's own vocabularies.
+
+    temt-language evaluate RUN [--split dev]                       # a split of the run's corpus (test: once)
+    temt-language evaluate RUN1 RUN2 ... --file F.conllu           # any CoNLL-U or bracketed file, side by side
+
+Every score is per sentence: word NLL with the gold actions given, the action NLL (structure-predicting models),
+and the word-synchronous beam bounds (evaluate.beam_marginal) for K in eval.beams, grown past them while the bound
+still moves (eval.beam_until). A file is read with the run's action settings, encoded with its vocabularies
+(words seen fewer than data.min_freq times in its training split are <unk>: the out-of-vocabulary rate is
+reported), and written to RUN/files/<file name>.json.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .actions import ActionVocab
+from .data import SPECIAL_WORDS, UNK, encode_split, load_word_vocab, make_loader
+from .evaluate import beam_marginal, ppl, score_loader
+
+UNK_ID = SPECIAL_WORDS.index(UNK)
+
+
+def beam_sizes(ecfg, bound: dict[int, float]):
+    """The listed beam sizes, then (eval.beam_until > 0) doubling K until the bound's perplexity moved by less
+    than beam_until between the last two sizes, or K reached eval.beam_max. `bound` (K -> perplexity) is filled
+    by the caller as it goes; any candidate set gives a valid bound, so every K is a valid upper bound."""
+    yield from ecfg.beams
+    K = max(ecfg.beams)
+    while ecfg.beam_until and K * 2 <= ecfg.beam_max:
+        change = beam_growth(ecfg, bound)["last_change"]
+        if change is not None and change < ecfg.beam_until:
+            return
+        K *= 2
+        yield K
+
+
+def beam_growth(ecfg, bound: dict[int, float]) -> dict:
+    """The largest K scored, the last relative change of the bound, and whether it stopped moving."""
+    ks = sorted(bound)
+    change = (bound[ks[-2]] - bound[ks[-1]]) / bound[ks[-2]] if len(ks) > 1 else None
+    return {"K": ks[-1] if ks else None, "last_change": change,
+            "converged": bool(ecfg.beam_until and change is not None and change < ecfg.beam_until)}
+
+
+def device_for(cfg) -> str:
+    return "cuda" if torch.cuda.is_available() and not cfg.train.cpu else "cpu"
+
+
+def score_dataset(model, cfg, ds, actions: ActionVocab, device: str, log=print) -> dict:
+    """Per-sentence scores of an encoded dataset (see the module docstring), plus action coverage counts."""
+    loader = make_loader(ds, cfg.eval.max_tokens, shuffle=False)
+    t0 = time.time()
+    scores = score_loader(model, (_to(b, device) for b in loader))
+    res = {k: v.tolist() for k, v in scores.items()}
+    res["seconds_score"] = time.time() - t0
+    res["unseen_actions"] = sum(actions.unseen.values())
+    res["overflow_actions"] = int(actions.overflow_total)
+    res["actions_total"] = int(actions.encoded_total)
+    if cfg.model.predicts_structure:
+        sents = ds["ids"]
+        res["beam"], bound = {}, {}
+        n_events = sum(res["n_tokens"])
+        for K in beam_sizes(cfg.eval, bound):
+            t0 = time.time()
+            lp = beam_marginal(model, sents, K, action_top=cfg.eval.action_top)
+            res["beam"][str(K)] = (-lp).tolist()           # per-sentence -log p_beam(words)
+            bound[K] = math.exp(-lp.sum() / n_events)
+            log(f"    beam {K:3d}: ppl {bound[K]:9.2f}  ({time.time() - t0:.0f} s)")
+        res["beam_growth"] = beam_growth(cfg.eval, bound)
+    return res
+
+
+def headline(cfg, res: dict) -> tuple[str, float]:
+    """The number a run is judged by on these scores: exact word perplexity, the best word-perplexity bound of a
+    structure-predicting model, or (structure given) the conditional number, labelled so."""
+    n = np.array(res["n_tokens"])
+    w, a = np.array(res["word_nll"]), np.array(res["action_nll"])
+    if cfg.model.predicts_structure:
+        bounds = [w + a] + [np.array(v) for v in res.get("beam", {}).values()]
+        return "best bound", ppl(np.min(np.stack(bounds), 0), n)
+    if cfg.model.structure == "given" or cfg.model.kind == "tree":
+        return "conditional (gold structure given)", ppl(w, n)
+    return "exact", ppl(w, n)
+
+
+def evaluate_file(run_dir: str | Path, path: str | Path, fmt: str | None = None, log=print) -> dict:
+    """Score a CoNLL-U or bracketed treebank file (fmt: 'conllu' | 'brackets', default by extension) with the
+    run's model and vocabularies; returns and writes RUN/files/<name>.json with the out-of-vocabulary rate."""
+    from .train import load_run_config, load_trained
+    from .trees import read_brackets, read_conllu
+    run_dir, path = Path(run_dir), Path(path)
+    cfg = load_run_config(run_dir)
+    fmt = fmt or ("conllu" if path.suffix == ".conllu" else "brackets")
+    trees, stats = (read_conllu if fmt == "conllu" else read_brackets)(path, on_error=cfg.data.on_error)
+    words = load_word_vocab(run_dir / "words.json")
+    actions = ActionVocab.load(run_dir / "actions.json")
+    tree_vocab = ActionVocab.load(run_dir / "tree_labels.json")
+    ds = encode_split(trees, words, actions, cfg.data.actions, tree_vocab, cfg.data.transform, cfg.train.seed)
+    n_words = int(sum(ds["n_words"]))
+    oov = int(sum(sum(1 for i in ids[1:-1] if i == UNK_ID) for ids in ds["ids"]))
+    device = device_for(cfg)
+    res = score_dataset(load_trained(run_dir, device=device), cfg, ds, actions, device, log)
+    kind, value = headline(cfg, res)
+    res.update({"file": str(path), "format": fmt, "sentences": len(trees), "words": n_words, "oov_words": oov,
+                "oov_rate": oov / max(n_words, 1), "read": vars(stats), "metric": kind, "ppl": value})
+    out = run_dir / "files" / f"{path.name}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(res))
+    return res
+
+
+def _to(batch: dict, device: str) -> dict:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
