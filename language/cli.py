@@ -9,6 +9,7 @@
     temt-language actions ../shared/data/ud-english-ewt/en_ewt-ud-dev.conllu [--labels] [--show 3]
     temt-language actions --spacy en_core_web_sm "Any raw text."   # needs that pipeline installed
     temt-language export runs/lang/sin/seed0 hf_out           # Hugging Face save_pretrained
+    temt-language parser --out parsers/ud-ewt                 # a UD-label spaCy parser for raw text (offline)
     temt-language config [--config FILE] [key=value ...]      # the resolved config, as YAML
     temt-language config --list                               # every key with its default and its meaning
 """
@@ -125,6 +126,13 @@ def _config(args) -> int:
     return 0
 
 
+def _parser(args) -> int:
+    from .parser import build_parser
+    best = build_parser(args.out, args.train, args.dev, steps=args.steps, seed=args.seed, gpu=args.gpu)
+    print(f"saved {best}: parse raw text with `temt-language actions --spacy {best} \"Some text.\"`")
+    return 0
+
+
 def _export(args) -> int:
     from .hf import export_run
     path = export_run(args.run_dir, args.out)
@@ -173,6 +181,14 @@ def main(argv=None) -> int:
     a.add_argument("--on-error", default="raise", choices=["raise", "skip"])
     a.add_argument("--spacy", metavar="PIPELINE", help="parse the text with this installed spaCy pipeline")
     a.set_defaults(fn=_actions)
+    r = sub.add_parser("parser", help="train a UD-label dependency parser for raw text (spaCy's training, offline)")
+    r.add_argument("--out", required=True, help="directory for the pipeline (OUT/model-best)")
+    r.add_argument("--train", help="CoNLL-U training file (default: UD EWT train from the shared data)")
+    r.add_argument("--dev", help="CoNLL-U dev file (default: UD EWT dev)")
+    r.add_argument("--steps", type=int, default=20_000, help="spaCy training steps (default 20000)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--gpu", type=int, default=-1, help="GPU id for spaCy (default -1: CPU)")
+    r.set_defaults(fn=_parser)
     x = sub.add_parser("export", help="save a run as a Hugging Face model (save_pretrained)")
     x.add_argument("run_dir")
     x.add_argument("out")

@@ -1,0 +1,38 @@
+"""A UD-label dependency parser trained offline with spaCy's own training (language/parser.py), then used on raw
+text: it learns the toy grammar, and its parses become the project's trees with the treebank's own labels."""
+import json
+
+import pytest
+
+from language.cli import main
+from language.trees import from_spacy, load_spacy
+from temt_core.config import ConfigError
+
+TOY_LABELS = {"det", "amod", "nsubj", "root", "obj", "punct"}
+
+
+@pytest.mark.slow
+def test_parser_trains_offline_and_parses_raw_text_with_ud_labels(toy_root, tmp_path, capsys):
+    ewt = toy_root / "ud-english-ewt"
+    out = tmp_path / "parser"
+    assert main(["parser", "--out", str(out), "--train", str(ewt / "en_ewt-ud-train.conllu"), "--dev",
+                 str(ewt / "en_ewt-ud-dev.conllu"), "--steps", "60"]) == 0
+    assert "saved" in capsys.readouterr().out
+    meta = json.loads((out / "model-best" / "meta.json").read_text())
+    assert meta["performance"]["dep_uas"] > 0.9                 # the toy grammar is learnt (0.2 untrained)
+    nlp = load_spacy(str(out / "model-best"))
+    (tree,) = from_spacy(nlp("the big dog sees a cat ."))
+    assert tree.words == ["the", "big", "dog", "sees", "a", "cat", "."]
+    assert set(tree.labels[1:]) <= TOY_LABELS and tree.labels[tree.parents.index(0)] == "root"
+    assert main(["parser", "--out", str(out), "--train", str(ewt / "en_ewt-ud-train.conllu"), "--dev",
+                 str(ewt / "en_ewt-ud-dev.conllu")]) == 2
+    assert "exists: choose another --out" in capsys.readouterr().err
+
+
+def test_parser_input_errors_are_named(tmp_path):
+    from language.parser import build_parser
+    with pytest.raises(ConfigError, match="parser --train: .*nope.conllu does not exist"):
+        build_parser(tmp_path / "p", tmp_path / "nope.conllu", tmp_path / "nope.conllu")
+    (tmp_path / "empty.conllu").write_text("")
+    with pytest.raises(ConfigError, match="empty.conllu: no sentences to train a parser on"):
+        build_parser(tmp_path / "p", tmp_path / "empty.conllu", tmp_path / "empty.conllu", steps=5)
