@@ -1,9 +1,11 @@
-"""Treebank readers: CoNLL-U (dependencies), PTB brackets (constituents) and spaCy `Doc`s, all to one `Tree`.
+"""Treebank readers: CoNLL-U (dependencies), PTB brackets (constituents, parsed by nltk) and spaCy `Doc`s, all to
+one `Tree`.
 
     trees, stats = read_conllu("../shared/data/ud-english-ewt/en_ewt-ud-dev.conllu")
     trees, stats = read_brackets("../shared/data/tale-of-two-cities-trees/valid.txt")
     trees, stats = read_ptb_zip("../shared/data/ptb-sample-nltk/treebank.zip", files=range(160, 180))
     trees = from_spacy(nlp("Raw text, parsed by any installed spaCy pipeline."))
+    tree = from_nltk(nltk.Tree.fromstring("( (S (NP-SBJ (PRP It)) (VP (VBD ran))) )"))
 
 One representation for both kinds of tree: nodes 0..N-1 with node 0 a virtual ROOT (parent -1), a parent and a
 label per node, and the node of every word in order. Dependencies: node i is word i (label = DEPREL, parent =
@@ -19,6 +21,8 @@ Non-projective dependency trees are fine (the path between two words does not ne
 """
 from __future__ import annotations
 
+import bisect
+import functools
 import io
 import re
 import zipfile
@@ -228,15 +232,25 @@ def read_conllu(path: str | Path, on_error: str = "raise", limit: int | None = N
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# PTB brackets
+# PTB brackets: nltk reads them (read_sexpr_block splits the text into trees, as nltk's BracketParseCorpusReader
+# does, and nltk.Tree.fromstring parses each); the conversion of an nltk.Tree to a Tree below is the project's.
+# Not BracketParseCorpusReader itself: it rewrites `(x)` and `(tag word lemma)` leaves, "recovers" a malformed tree
+# silently (a note on stderr and a flat parse) and keeps no line numbers.
 
-_TOKEN = re.compile(r"\(|\)|[^\s()]+")
+_WORD = r"[^\s()]+"        # a label or a word: pinned to nltk's default before 3.10 (3.10 keeps `\(` inside words,
+_NONSPACE = re.compile(r"\S")   # where read_sexpr_block still counts it), so that every nltk version reads alike
 
 
-def _bracket_tokens(lines: Iterable[str]) -> Iterator[tuple[str, int]]:
-    for lineno, line in enumerate(lines, 1):
-        for m in _TOKEN.finditer(line):
-            yield m.group(), lineno
+@functools.lru_cache(maxsize=None)
+def _nltk():
+    """nltk's Tree and read_sexpr_block, imported when brackets are read (nothing is downloaded)."""
+    try:
+        from nltk.corpus.reader.util import read_sexpr_block
+        from nltk.tree import Tree as NLTKTree
+    except ImportError:
+        raise ImportError("reading bracketed trees needs nltk, which is not installed "
+                          "(pip install 'temt[language]')") from None
+    return NLTKTree, read_sexpr_block
 
 
 def strip_function_tags(label: str) -> str:
@@ -246,71 +260,80 @@ def strip_function_tags(label: str) -> str:
     return re.split(r"[-=]", label, 1)[0] or label
 
 
-def _parse_bracket_trees(lines: Iterable[str], name: str) -> Iterator[tuple[object, int]]:
-    """Yield (nested list tree, first line) for every top-level bracketed expression."""
-    stack: list[list] = []
-    start = 0
-    for tok, lineno in _bracket_tokens(lines):
-        if tok == "(":
-            if not stack:
-                start = lineno
-            stack.append([])
-        elif tok == ")":
-            if not stack:
+def _bracket_strings(lines: Iterable[str], name: str) -> Iterator[tuple[str, int]]:
+    """Yield (text, first line) for every top-level bracketed expression, split by nltk's read_sexpr_block.
+    Line numbers count the items of `lines`. Text outside brackets and a ')' with nothing open raise; so does a tree
+    still open at the end (the rest of the input is unreadable)."""
+    _, read_sexpr_block = _nltk()
+    starts, parts, offset = [], [], 0
+    for line in lines:
+        starts.append(offset)
+        parts.append(line if line.endswith("\n") else line + "\n")
+        offset += len(parts[-1])
+    text = "".join(parts)
+    stream, pos = io.StringIO(text), 0
+    while stream.tell() < len(text):
+        for expr in read_sexpr_block(stream):
+            pos = _NONSPACE.search(text, pos).start()
+            lineno = bisect.bisect_right(starts, pos)
+            pos += len(expr)
+            if expr.startswith(")"):
                 raise TreebankError(f"{name}:{lineno}: unbalanced brackets: ')' with nothing open")
-            node = stack.pop()
-            if stack:
-                stack[-1].append(node)
-            else:
-                yield node, start
-        else:
-            if not stack:
-                raise TreebankError(f"{name}:{lineno}: text {tok!r} outside any bracket")
-            stack[-1].append(tok)
-    if stack:
-        raise TreebankError(f"{name}:{start}: unbalanced brackets: {len(stack)} bracket(s) still open at the end")
+            if not expr.startswith("("):
+                word = re.match(_WORD, expr).group()
+                raise TreebankError(f"{name}:{lineno}: text {word!r} outside any bracket")
+            still_open = expr.count("(") - expr.count(")")     # > 0 only for a tree that the end of input cut
+            if still_open > 0:
+                raise TreebankError(f"{name}:{lineno}: unbalanced brackets: {still_open} bracket(s) still open "
+                                    "at the end")
+            yield expr, lineno
 
 
-def _is_leaf(e) -> bool:
+def _parse_bracket_tree(expr: str, where: str):
+    """One bracketed expression -> nltk.Tree; nltk's ValueError becomes a TreebankError naming file and line."""
+    NLTKTree, _ = _nltk()
+    try:
+        return NLTKTree.fromstring(expr, node_pattern=_WORD, leaf_pattern=_WORD)
+    except (ValueError, TimeoutError) as err:          # TimeoutError: nltk>=3.10 bounds a regex run in time
+        raise TreebankError(f"{where}: {' '.join(str(err).split())}") from None
+
+
+def _is_leaf(t) -> bool:
     """(TAG word)"""
-    return len(e) == 2 and isinstance(e[0], str) and isinstance(e[1], str)
+    return len(t) == 1 and isinstance(t[0], str) and t.label() != ""
 
 
-def _keep(e) -> bool:
+def _keep(t) -> bool:
     """False for traces and constituents with nothing but traces below them."""
-    if isinstance(e, str):
+    if isinstance(t, str):
         return True
-    if not e:
-        return False
-    if _is_leaf(e):
-        return e[0] != "-NONE-"
-    kids = e[1:] if isinstance(e[0], str) else e
-    return any(_keep(k) for k in kids if not isinstance(k, str))
+    if _is_leaf(t):
+        return t.label() != "-NONE-"
+    return any(_keep(k) for k in t if not isinstance(k, str))
 
 
-def _count_traces(e, stats: ReadStats) -> None:
+def _count_traces(t, stats: ReadStats) -> None:
     """Count the traces of a removed bracket into stats.traces."""
-    if isinstance(e, str) or not e:
+    if isinstance(t, str):
         return
-    if _is_leaf(e):
-        stats.traces += e[0] == "-NONE-"
+    if _is_leaf(t):
+        stats.traces += t.label() == "-NONE-"
         return
-    kids = e[1:] if isinstance(e[0], str) else e
-    for k in kids:
+    for k in t:
         _count_traces(k, stats)
 
 
-def _top_brackets(expr: list, where: str) -> list:
+def _top_brackets(t, where: str) -> list:
     """The top constituents. The PTB wraps each tree in an unlabelled outer bracket, ( (S ...) ), and some
     treebanks in (ROOT ...) or (TOP ...): that bracket is the virtual ROOT. A labelled top bracket, (S ...) as in
     the Tale of Two Cities files, is itself the top constituent."""
-    if not expr:
-        raise TreebankError(f"{where}: empty brackets ()")
-    if _is_leaf(expr):
-        return [expr]
-    if isinstance(expr[0], str):
-        return expr[1:] if expr[0] in ("ROOT", "TOP") else [expr]
-    return expr
+    if not t.label():
+        if not len(t):
+            raise TreebankError(f"{where}: empty brackets ()")
+        return list(t)
+    if _is_leaf(t) or t.label() not in ("ROOT", "TOP"):
+        return [t]
+    return list(t)
 
 
 class _TreeBuilder:
@@ -323,27 +346,26 @@ class _TreeBuilder:
         self.labels: list[str] = [ROOT_LABEL]
         self.word_nodes: list[int] = []
 
-    def add(self, e, parent: int) -> None:
+    def add(self, t, parent: int) -> None:
         where = self.where
-        if isinstance(e, str):
-            raise TreebankError(f"{where}: word {e!r} is not inside a (TAG word) bracket")
-        if _is_leaf(e):
+        if isinstance(t, str):
+            raise TreebankError(f"{where}: word {t!r} is not inside a (TAG word) bracket")
+        if _is_leaf(t):
             self.parents.append(parent)
-            self.labels.append(e[0])
+            self.labels.append(t.label())
             self.word_nodes.append(len(self.parents) - 1)
-            self.words.append(e[1])
+            self.words.append(t[0])
             return
-        if not isinstance(e[0], str):
+        if not t.label():
             raise TreebankError(f"{where}: a bracket without a label")
-        kids = e[1:]
-        if not kids:
-            raise TreebankError(f"{where}: bracket ({e[0]}) has no children")
+        if not len(t):
+            raise TreebankError(f"{where}: bracket ({t.label()}) has no children")
         self.parents.append(parent)
-        self.labels.append(strip_function_tags(e[0]))
+        self.labels.append(strip_function_tags(t.label()))
         me = len(self.parents) - 1
-        for k in kids:
+        for k in t:
             if isinstance(k, str):
-                raise TreebankError(f"{where}: bare word {k!r} beside brackets inside ({e[0]} ...)")
+                raise TreebankError(f"{where}: bare word {k!r} beside brackets inside ({t.label()} ...)")
             if _keep(k):
                 self.add(k, me)
             else:
@@ -351,19 +373,22 @@ class _TreeBuilder:
                 self.stats.empty_constituents += not _is_leaf(k)
 
 
-def _bracket_tree(expr: list, where: str, stats: ReadStats) -> Tree:
-    """Nested list (label, children...) -> Tree, traces and empty constituents removed."""
-    tree = _TreeBuilder(where, stats)
-    for k in _top_brackets(expr, where):
+def from_nltk(tree, where: str = "<nltk tree>", stats: ReadStats | None = None) -> Tree:
+    """An nltk.Tree (PTB style: preterminals over words) -> constituency Tree: -NONE- traces removed, function tags
+    and indices stripped, constituents left empty dropped (counted into `stats`). An unlabelled outer bracket, or one
+    labelled ROOT or TOP, is the virtual ROOT. Raises TreebankError naming `where`."""
+    stats = stats if stats is not None else ReadStats()
+    built = _TreeBuilder(where, stats)
+    for k in _top_brackets(tree, where):
         if isinstance(k, str):
             raise TreebankError(f"{where}: bare word {k!r} at the top level")
         if _keep(k):
-            tree.add(k, 0)
+            built.add(k, 0)
         else:
             _count_traces(k, stats)
-    if not tree.words:
+    if not built.words:
         raise TreebankError(f"{where}: empty sentence (no words once traces are removed)")
-    return Tree(tree.words, tree.parents, tree.labels, tree.word_nodes, "constituency", where)
+    return Tree(built.words, built.parents, built.labels, built.word_nodes, "constituency", where)
 
 
 def iter_brackets(lines: Iterable[str], name: str = "<text>", on_error: str = "raise",
@@ -373,10 +398,10 @@ def iter_brackets(lines: Iterable[str], name: str = "<text>", on_error: str = "r
     Unbalanced brackets make the rest of the input unreadable, so they raise even with on_error='skip'."""
     _check_on_error(on_error)
     stats = stats if stats is not None else ReadStats()
-    for expr, lineno in _parse_bracket_trees(lines, name):
-        sub = ReadStats()
+    for expr, lineno in _bracket_strings(lines, name):
+        where, sub = f"{name}:{lineno}", ReadStats()
         try:
-            tree = _bracket_tree(expr, f"{name}:{lineno}", sub)
+            tree = from_nltk(_parse_bracket_tree(expr, where), where, sub)
         except TreebankError as err:
             _skip_or_raise(err, on_error, stats)
             continue

@@ -1,12 +1,17 @@
-"""Treebank readers: CoNLL-U, PTB brackets (files and the zip), spaCy Docs; bad input names file and line."""
+"""Treebank readers: CoNLL-U, PTB brackets (nltk parses; files and the zip), spaCy Docs; bad input names file and
+line."""
+import hashlib
+import json
 import zipfile
 
+import nltk
 import pytest
 import spacy
 from spacy.tokens import Doc
 
-from language.trees import (TreebankError, check_acyclic, from_spacy, iter_brackets, iter_conllu, read_brackets,
-                            read_conllu, read_ptb_zip, strip_function_tags)
+from language.data import DataConfig, data_root
+from language.trees import (ReadStats, TreebankError, check_acyclic, from_nltk, from_spacy, iter_brackets,
+                            iter_conllu, read_brackets, read_conllu, read_ptb_zip, strip_function_tags)
 
 CONLLU = """# sent_id = a
 # text = I can't go.
@@ -108,6 +113,10 @@ def test_brackets_one_tree_per_line_labelled_top():
     ("(S (NP (DT a)))\n)", "x:2: unbalanced brackets: ')' with nothing open"),
     ("(S (NP (-NONE- *T*)))", "x:1: empty sentence"),
     ("(S word (NP (DT a)))", "x:1: bare word 'word'"),
+    ("(S (NN a))\n\n(S (NN b)\n(S (NN c))", "x:3: unbalanced brackets: 1 bracket(s) still open at the end"),
+    ("(S (NN a))\nword) (S (NN b))", "x:2: text 'word' outside any bracket"),
+    ("(S ((NN a)))", "x:1: a bracket without a label"),
+    ("()", "x:1: empty brackets ()"),
 ])
 def test_bracket_errors(text, message):
     with pytest.raises(TreebankError) as err:
@@ -116,8 +125,79 @@ def test_bracket_errors(text, message):
 
 
 def test_bracket_skip_counts_but_unbalanced_always_raises():
-    stats_trees = list(iter_brackets(["(S (NP (-NONE- *)))", "(S (NN ok))"], "x", on_error="skip"))
+    stats = ReadStats()
+    stats_trees = list(iter_brackets(["(S (NP (-NONE- *)))", "(S (NN ok))"], "x", on_error="skip", stats=stats))
     assert [t.words for t in stats_trees] == [["ok"]]
+    assert (stats.sentences, stats.skipped, stats.traces) == (1, 1, 0) and stats.errors[0].startswith("x:1: empty")
+    with pytest.raises(TreebankError, match="x:2: unbalanced brackets: '\\)' with nothing open"):
+        list(iter_brackets(["(S (NN ok))", "(S (NN ok)))"], "x", on_error="skip"))
+
+
+# Handcrafted PTB-style trees and their known conversions: (words, labels, parents, traces, empty constituents)
+NLTK_CASES = [
+    # wh-trace with an index: the (NP *T*-1) object goes, WHNP-1 keeps only its category
+    ("( (SBAR (WHNP-1 (WP what)) (S (NP-SBJ (PRP she)) (VP (VBD saw) (NP (-NONE- *T*-1))))) )",
+     ["what", "she", "saw"], ["ROOT", "SBAR", "WHNP", "WP", "S", "NP", "PRP", "VP", "VBD"],
+     [-1, 0, 1, 2, 1, 4, 5, 4, 7], 1, 1),
+    # empty nodes: a PRO subject and an SBAR of nothing but traces are dropped whole, the trace under it counted
+    ("(S (NP-SBJ (-NONE- *PRO*)) (VP (TO to) (VP (VB go) (SBAR (-NONE- 0) (S (-NONE- *T*-2))))))",
+     ["to", "go"], ["ROOT", "S", "VP", "TO", "VP", "VB"], [-1, 0, 1, 2, 2, 4], 3, 2),
+    # unary chains are kept node by node, under a (ROOT ...) bracket that is the virtual ROOT
+    ("(ROOT (S (NP (NP (NNP John))) (VP (VBD left))))",
+     ["John", "left"], ["ROOT", "S", "NP", "NP", "NNP", "VP", "VBD"], [-1, 0, 1, 2, 3, 1, 5], 0, 0),
+    ("(S (ADJP (JJ good)))", ["good"], ["ROOT", "S", "ADJP", "JJ"], [-1, 0, 1, 2], 0, 0),
+    # function tags, indices and gapping (=) stripped; POS tags that start with '-' kept
+    ("( (S (NP-SBJ=2 (PRP It)) (VP-TPC-1 (VBD ran)) (PP-LOC-CLR (IN at) (NP (-LRB- -LRB-) (NN home) (-RRB- -RRB-)))) )",
+     ["It", "ran", "at", "-LRB-", "home", "-RRB-"],
+     ["ROOT", "S", "NP", "PRP", "VP", "VBD", "PP", "IN", "NP", "-LRB-", "NN", "-RRB-"],
+     [-1, 0, 1, 2, 1, 4, 1, 6, 6, 8, 8, 8], 0, 0),
+]
+
+
+@pytest.mark.parametrize("text, words, labels, parents, traces, empties", NLTK_CASES)
+def test_nltk_trees_convert_to_known_answers(text, words, labels, parents, traces, empties):
+    stats = ReadStats()
+    by_text = list(iter_brackets(text.splitlines(True), "x", stats=stats))
+    by_nltk = from_nltk(nltk.Tree.fromstring(text), "x:1", sub := ReadStats())
+    for t in (by_text[0], by_nltk):
+        assert (t.words, t.labels, t.parents, t.kind, t.source) == (words, labels, parents, "constituency", "x:1")
+        assert t.word_nodes == [i for i, p in enumerate(t.parents) if i and i not in t.parents]
+    assert len(by_text) == 1 and (stats.traces, stats.empty_constituents) == (sub.traces, sub.empty_constituents) \
+        == (traces, empties)
+
+
+def test_nltk_value_error_names_file_and_line(monkeypatch):
+    if not hasattr(nltk.tree.tree, "MAX_TREE_DEPTH"):
+        pytest.skip("this nltk has no depth limit (nltk < 3.10)")
+    monkeypatch.setattr(nltk.tree.tree, "MAX_TREE_DEPTH", 3)
+    lines = ["(S (NN a))\n", "(S\n", " (X (Y (NN b))))\n"]
+    with pytest.raises(TreebankError, match="x:2: Tree nesting depth exceeds MAX_TREE_DEPTH"):
+        list(iter_brackets(lines, "x"))
+    stats = ReadStats()
+    assert [t.words for t in iter_brackets(lines, "x", "skip", stats)] == [["a"]] and stats.skipped == 1
+
+
+def _digest(trees) -> str:
+    """sha256 of every tree's words, parents, labels, word nodes, kind and source (file member and line)."""
+    rows = [[t.words, t.parents, t.labels, t.word_nodes, t.kind, t.source.rsplit("/", 1)[-1]] for t in trees]
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
+
+def test_shared_treebanks_read_as_before_nltk():
+    """Known answers measured with the hand-written bracket parser that nltk replaced: same trees, same counts."""
+    root = data_root(DataConfig())
+    if not (root / "ptb-sample-nltk" / "treebank.zip").is_file():
+        pytest.skip(f"no shared data under {root}")
+    trees, stats = read_ptb_zip(root / "ptb-sample-nltk" / "treebank.zip")
+    assert (len(trees), stats.sentences, stats.words, sum(len(t.parents) for t in trees)) == (3914, 3914, 94084,
+                                                                                                171459)
+    assert (stats.traces, stats.empty_constituents, stats.skipped) == (6592, 4983, 0)
+    assert _digest(trees) == "f7123eeb36f3b4898e5d8bc72814fc24065b4aa39c5ad2b935f01c58fd1809e0"
+    for name, n, words, digest in [
+            ("valid", 346, 5690, "aa0a3356af274ebfda60d0fb9d62b696c3e22bd9e83f871e06048a17dae68524"),
+            ("test", 293, 6126, "22209f08bd626776417850208fa327e97674952a7849777ef12541110d10e38c")]:
+        trees, stats = read_brackets(root / "tale-of-two-cities-trees" / f"{name}.txt")
+        assert (len(trees), stats.words, _digest(trees)) == (n, words, digest)
 
 
 def test_ptb_zip_reads_files_by_number(tmp_path):
