@@ -72,7 +72,7 @@ def _evaluate_file(args) -> int:
     from .scoring import evaluate_file
     rows = []
     for run in args.run_dirs:
-        res = evaluate_file(run, args.file, args.format, log=lambda *_: None)
+        res = evaluate_file(run, args.file, args.format, args.parser, log=lambda *_: None)
         rows.append((run, res["metric"], res["ppl"], 100 * res["oov_rate"], res["sentences"]))
     print(f"{args.file}: {rows[0][4]} sentences")
     print(f"{'run':40s} {'perplexity':>10s}  {'OOV %':>6s}  metric")
@@ -160,7 +160,9 @@ def main(argv=None) -> int:
     e.add_argument("--split", default="test", choices=["dev", "test"])
     e.add_argument("--file", help="score this CoNLL-U or bracketed treebank file instead (any number of runs); "
                    "writes RUN_DIR/files/<name>.json")
-    e.add_argument("--format", choices=["conllu", "brackets"], help="of --file (default: by its extension)")
+    e.add_argument("--format", choices=["conllu", "brackets", "text"],
+                   help="of --file (default by extension: .conllu, .txt = raw text, else brackets)")
+    e.add_argument("--parser", help="spaCy pipeline that parses a raw-text --file (default: the run's data.parser)")
     e.add_argument("--force", action="store_true", help="recompute an existing score (never to tune on test)")
     e.set_defaults(fn=_evaluate)
     s = sub.add_parser("study", help="the whole study: arms x seeds, report")

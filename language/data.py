@@ -31,18 +31,19 @@ from temt_core.checkpoint import CheckpointError  # noqa: E402
 from temt_core.config import ConfigError  # noqa: E402
 
 from .actions import NEXT, ActionConfig, ActionVocab, action_names, shuffle_actions, tree_action_names  # noqa: E402
-from .trees import ReadStats, Tree, read_brackets, read_conllu, read_ptb_zip  # noqa: E402
+from .trees import (ReadStats, Tree, TreebankError, from_spacy, load_spacy, read_brackets, read_conllu,  # noqa: E402
+                    read_ptb_zip)
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIAL_WORDS = (PAD, UNK, BOS, EOS)            # ids 0..3
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CORPORA = ("ud-ewt", "ptb-sample", "ttc")
+CORPORA = ("ud-ewt", "ptb-sample", "ttc", "raw")
 
 
 @dataclass
 class DataConfig:
     root: str = ""                   # treebank folder; '' = $TEMT_DATA or <repo>/../shared/data
-    corpus: str = "ud-ewt"           # ud-ewt (the study) | ptb-sample | ttc (Tale of Two Cities)
+    corpus: str = "ud-ewt"           # ud-ewt (the study) | ptb-sample | ttc (Tale of Two Cities) | raw (text)
     train_limit: int = 0             # first N training sentences (0 = all): the quick study uses a subset
     dev_limit: int = 0
     test_limit: int = 0
@@ -51,10 +52,15 @@ class DataConfig:
     on_error: str = "raise"          # 'skip' skips malformed sentences and counts them
     transform: str = "gold"          # gold | next (one action, known in advance) | shuffled (permuted per sentence)
     actions: ActionConfig = field(default_factory=ActionConfig)
+    parser: str = ""                 # corpus=raw: the spaCy pipeline that parses root/{train,dev,test}.txt (a path
+                                     # or an installed package; `temt-language parser` builds a UD-label one)
 
     def __post_init__(self):
         if self.corpus not in CORPORA:
             raise ValueError(f"corpus must be one of {CORPORA}, got {self.corpus!r}")
+        if self.corpus == "raw" and not self.parser:
+            raise ValueError("data.corpus=raw needs data.parser (a spaCy pipeline: `temt-language parser --out DIR` "
+                             "builds a UD-label one from a treebank, offline)")
         if self.transform not in ("gold", "next", "shuffled"):
             raise ValueError(f"transform must be gold, next or shuffled, got {self.transform!r}")
         if self.on_error not in ("raise", "skip"):
@@ -96,8 +102,11 @@ def _read_corpus(cfg: DataConfig, root: Path) -> tuple[dict[str, list[Tree]], di
         raise FileNotFoundError(f"treebank folder {str(root)!r} does not exist: set data.root=PATH or TEMT_DATA")
     splits, stats = {}, {}
     limits = {"train": cfg.train_limit, "dev": cfg.dev_limit, "test": cfg.test_limit}
+    nlp = load_spacy(cfg.parser) if cfg.corpus == "raw" else None
     for split in ("train", "dev", "test"):
-        if cfg.corpus == "ud-ewt":
+        if cfg.corpus == "raw":
+            trees, st = read_text(root / f"{split}.txt", nlp)
+        elif cfg.corpus == "ud-ewt":
             trees, st = read_conllu(root / "ud-english-ewt" / f"en_ewt-ud-{split}.conllu", cfg.on_error)
         elif cfg.corpus == "ttc":
             name = {"train": "train", "dev": "valid", "test": "test"}[split]
@@ -111,6 +120,25 @@ def _read_corpus(cfg: DataConfig, root: Path) -> tuple[dict[str, list[Tree]], di
             trees = trees[: limits[split]]
         splits[split], stats[split] = trees, st
     return splits, stats
+
+
+def read_text(path: str | Path, nlp) -> tuple[list[Tree], ReadStats]:
+    """Raw text parsed on the fly: one tree per sentence spaCy finds, one line (a sentence or a paragraph) at a
+    time; blank lines are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"raw text file {str(path)!r} does not exist")
+    try:
+        lines = [line.strip() for line in path.read_bytes().decode("utf-8").splitlines()]
+    except UnicodeDecodeError as err:
+        raise TreebankError(f"{path}: not UTF-8 text ({err})") from None
+    trees, stats = [], ReadStats()
+    for doc in nlp.pipe(line for line in lines if line):
+        for t in from_spacy(doc):
+            trees.append(t)
+            stats.sentences += 1
+            stats.words += len(t)
+    return trees, stats
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -89,15 +89,28 @@ def headline(cfg, res: dict) -> tuple[str, float]:
     return "exact", ppl(w, n)
 
 
-def evaluate_file(run_dir: str | Path, path: str | Path, fmt: str | None = None, log=print) -> dict:
-    """Score a CoNLL-U or bracketed treebank file (fmt: 'conllu' | 'brackets', default by extension) with the
-    run's model and vocabularies; returns and writes RUN/files/<name>.json with the out-of-vocabulary rate."""
+def evaluate_file(run_dir: str | Path, path: str | Path, fmt: str | None = None, parser: str | None = None,
+                  log=print) -> dict:
+    """Score a CoNLL-U or bracketed treebank file, or raw text parsed on the fly (fmt: 'conllu' | 'brackets' |
+    'text', default by extension: .conllu, .txt, anything else brackets; text needs `parser`, a spaCy pipeline,
+    or the run's own data.parser) with the run's model and vocabularies; returns and writes
+    RUN/files/<name>.json with the out-of-vocabulary rate."""
+    from temt_core.config import ConfigError
+
+    from .data import read_text
     from .train import load_run_config, load_trained
-    from .trees import read_brackets, read_conllu
+    from .trees import load_spacy, read_brackets, read_conllu
     run_dir, path = Path(run_dir), Path(path)
     cfg = load_run_config(run_dir)
-    fmt = fmt or ("conllu" if path.suffix == ".conllu" else "brackets")
-    trees, stats = (read_conllu if fmt == "conllu" else read_brackets)(path, on_error=cfg.data.on_error)
+    fmt = fmt or {".conllu": "conllu", ".txt": "text"}.get(path.suffix, "brackets")
+    if fmt == "text":
+        parser = parser or cfg.data.parser
+        if not parser:
+            raise ConfigError(f"{path}: raw text needs a parser (--parser PIPELINE; `temt-language parser` builds "
+                              "a UD-label one)")
+        trees, stats = read_text(path, load_spacy(parser))
+    else:
+        trees, stats = (read_conllu if fmt == "conllu" else read_brackets)(path, on_error=cfg.data.on_error)
     words = load_word_vocab(run_dir / "words.json")
     actions = ActionVocab.load(run_dir / "actions.json")
     tree_vocab = ActionVocab.load(run_dir / "tree_labels.json")
@@ -107,7 +120,8 @@ def evaluate_file(run_dir: str | Path, path: str | Path, fmt: str | None = None,
     device = device_for(cfg)
     res = score_dataset(load_trained(run_dir, device=device), cfg, ds, actions, device, log)
     kind, value = headline(cfg, res)
-    res.update({"file": str(path), "format": fmt, "sentences": len(trees), "words": n_words, "oov_words": oov,
+    res.update({"file": str(path), "format": fmt, "parser": parser if fmt == "text" else None,
+                "sentences": len(trees), "words": n_words, "oov_words": oov,
                 "oov_rate": oov / max(n_words, 1), "read": vars(stats), "metric": kind, "ppl": value})
     out = run_dir / "files" / f"{path.name}.json"
     out.parent.mkdir(exist_ok=True)

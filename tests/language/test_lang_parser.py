@@ -1,9 +1,11 @@
 """A UD-label dependency parser trained offline with spaCy's own training (language/parser.py), then used on raw
 text: it learns the toy grammar, and its parses become the project's trees with the treebank's own labels."""
 import json
+import random
 
 import pytest
 
+from lang_toydata import tiny_overrides, toy_sentence
 from language.cli import main
 from language.trees import from_spacy, load_spacy
 from temt_core.config import ConfigError
@@ -27,6 +29,23 @@ def test_parser_trains_offline_and_parses_raw_text_with_ud_labels(toy_root, tmp_
     assert main(["parser", "--out", str(out), "--train", str(ewt / "en_ewt-ud-train.conllu"), "--dev",
                  str(ewt / "en_ewt-ud-dev.conllu")]) == 2
     assert "exists: choose another --out" in capsys.readouterr().err
+    # raw text end to end: a model trained on text parsed on the fly, then a raw file scored
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rng = random.Random(1)
+    for split, n in (("train", 120), ("dev", 20), ("test", 20)):
+        (raw / f"{split}.txt").write_text("\n".join(" ".join(toy_sentence(rng)[0]) for _ in range(n)) + "\n")
+    overrides = tiny_overrides(raw, **{"data.corpus": "raw", "data.parser": str(out / "model-best"),
+                                       "model.pos": "grammar", "model.structure": "joint", "train.steps": 10,
+                                       "train.eval_every": 10, "eval.beams": [1]})
+    assert main(["train", "--out", str(tmp_path / "lm")] + overrides) == 0
+    saved = json.loads((tmp_path / "lm" / "actions.json").read_text())["names"]
+    assert any(n.endswith(":nsubj") or "nsubj" in n for n in saved) or len(saved) > 3   # actions from the parses
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "lm"), "--file", str(raw / "test.txt")]) == 0
+    assert "test.txt: 20 sentences" in capsys.readouterr().out
+    res = json.loads((tmp_path / "lm" / "files" / "test.txt.json").read_text())
+    assert res["format"] == "text" and res["metric"] == "best bound" and res["oov_rate"] == 0
 
 
 def test_parser_input_errors_are_named(tmp_path):
