@@ -218,7 +218,11 @@ def branch_indices(parents: Sequence[int]) -> list[int]:
 
 def encode_split(trees: Sequence[Tree], words, actions: ActionVocab, cfg: ActionConfig,
                  tree_vocab: ActionVocab | None = None, transform: str = "gold", shuffle_seed: int = 0):
-    """A datasets.Dataset with one row per sentence (built in memory from the local trees; nothing downloads)."""
+    """A datasets.Dataset with one row per sentence (built in memory from the local trees; nothing downloads).
+
+    Rows are encoded in Python and handed to Dataset.from_dict: a batched `Dataset.map` over the trees' fields
+    gave the same rows 1.7x slower (6.95 s against 4.15 s on UD EWT train, 2026-12-02, loaded 2-core CPU), and its
+    disk cache cannot be used because encoding counts the actions it maps to the overflow action."""
     rows = [encode_tree(t, i, words, actions, tree_vocab, cfg, transform, shuffle_seed) for i, t in enumerate(trees)]
     columns = {k: [r[k] for r in rows] for k in
                ("ids", "actions", "n_words", "index", "tree_parents", "tree_actions", "tree_branch", "tok_nodes")}
