@@ -59,7 +59,7 @@ def _evaluate(args) -> int:
         return _evaluate_file(args)
     if len(args.run_dirs) != 1:
         raise ConfigError("evaluate takes one run for a split; several runs side by side need --file F")
-    res = evaluate_run(args.run_dirs[0], args.split, force=args.force)
+    res = evaluate_run(args.run_dirs[0], args.split, force=args.force, overrides=args.set)
     n = np.array(res["n_tokens"])
     w, a = np.array(res["word_nll"]), np.array(res["action_nll"])
     print(f"{args.split}: word ppl (exact, or conditional on gold actions) {ppl(w, n):.2f}; joint {ppl(w + a, n):.2f}")
@@ -72,7 +72,7 @@ def _evaluate_file(args) -> int:
     from .scoring import evaluate_file
     rows = []
     for run in args.run_dirs:
-        res = evaluate_file(run, args.file, args.format, args.parser, log=lambda *_: None)
+        res = evaluate_file(run, args.file, args.format, args.parser, log=lambda *_: None, overrides=args.set)
         rows.append((run, res["metric"], res["ppl"], 100 * res["oov_rate"], res["sentences"]))
     print(f"{args.file}: {rows[0][4]} sentences")
     print(f"{'run':40s} {'perplexity':>10s}  {'OOV %':>6s}  metric")
@@ -163,6 +163,8 @@ def main(argv=None) -> int:
     e.add_argument("--format", choices=["conllu", "brackets", "text"],
                    help="of --file (default by extension: .conllu, .txt = raw text, else brackets)")
     e.add_argument("--parser", help="spaCy pipeline that parses a raw-text --file (default: the run's data.parser)")
+    e.add_argument("--set", action="append", metavar="eval.KEY=VALUE",
+                   help="how to score, e.g. --set eval.proposals=gold --set eval.beam_until=0.002 (eval.* only)")
     e.add_argument("--force", action="store_true", help="recompute an existing score (never to tune on test)")
     e.set_defaults(fn=_evaluate)
     s = sub.add_parser("study", help="the whole study: arms x seeds, report")

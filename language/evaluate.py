@@ -60,12 +60,16 @@ def ppl(nll: np.ndarray, n: np.ndarray) -> float:
 
 @torch.no_grad()
 def beam_marginal(model, sentences: Sequence[Sequence[int]], K: int, max_rows: int = 0,
-                  action_top: int = 0) -> np.ndarray:
+                  action_top: int = 0, proposals: Sequence[Sequence[int] | None] | None = None) -> np.ndarray:
     """log of the beam's lower bound on p(words) for every sentence (ids with BOS and EOS), in input order.
 
     max_rows bounds the rows of one scoring call (hypotheses x candidates x vocabulary sets the memory);
     0 picks it from the vocabulary size. action_top > 0 expands only each hypothesis's action_top most likely
     actions (cheaper; still a valid lower bound); 0 expands them all.
+
+    proposals: per sentence one whole action sequence (n + 1 actions) or None, added to the beam's final
+    candidate set (once: a proposal the beam found already is not counted twice). Any set of action sequences
+    gives a lower bound on p(words), so a parser's parse (or the treebank's own) only tightens it.
     """
     if K < 1:
         raise ValueError(f"beam size must be >= 1, got {K}")
@@ -84,11 +88,30 @@ def beam_marginal(model, sentences: Sequence[Sequence[int]], K: int, max_rows: i
         for start in range(0, len(members), group):
             idx = members[start:start + group]
             ids = torch.as_tensor([list(sentences[i]) for i in idx], device=device)     # (S, L)
-            out[idx] = _beam_group(model, ids, K, C, action_top, max_rows).cpu().numpy()
+            prop = _proposal_tensor(proposals, idx, L, device) if proposals is not None else None
+            out[idx] = _beam_group(model, ids, K, C, action_top, max_rows, prop).cpu().numpy()
     return out
 
 
-def _beam_group(model, ids, K, C, action_top, max_rows):
+def _proposal_tensor(proposals, idx, L, device):
+    """(S, L-1) action ids, with -1 rows where a sentence has no proposal."""
+    rows = []
+    for i in idx:
+        p = proposals[i]
+        if p is not None and len(p) != L - 1:
+            raise ValueError(f"proposal {i} has {len(p)} actions; its sentence needs {L - 1} (n words + END)")
+        rows.append(list(p) if p is not None else [-1] * (L - 1))
+    return torch.as_tensor(rows, dtype=torch.long, device=device)
+
+
+def _proposal_logp(model, ids, prop):
+    """log p(words, proposal) per sentence (-inf where there is none)."""
+    has = (prop >= 0).all(1)
+    out = model(ids, actions=prop.clamp(min=0))
+    return torch.where(has, -(out.word_nll + out.action_nll), torch.full_like(out.word_nll, -math.inf))
+
+
+def _beam_group(model, ids, K, C, action_top, max_rows, prop=None):
     S, L = ids.shape
     device = ids.device
     acts = torch.zeros(S, 1, 0, dtype=torch.long, device=device)       # (S, k, i) action prefixes
@@ -108,7 +131,13 @@ def _beam_group(model, ids, K, C, action_top, max_rows):
         cand = torch.cat(cands).view(S, k * C)
         total = (score.reshape(N, 1) + torch.cat(totals)).view(S, k * C)
         if i == L - 2:
-            return torch.logsumexp(total, -1)
+            if prop is None:
+                return torch.logsumexp(total, -1)
+            full = torch.cat([acts.unsqueeze(2).expand(S, k, C, i).reshape(S, k * C, i),
+                              cand.unsqueeze(-1)], 2)                 # (S, k*C, L-1): every final sequence
+            found = (full == prop.unsqueeze(1)).all(-1)               # the proposal is among them already
+            total = total.masked_fill(found, -math.inf)
+            return torch.logsumexp(torch.cat([total, _proposal_logp(model, ids, prop).unsqueeze(1)], 1), -1)
         keep = min(K, k * C)
         score, pick = total.topk(keep, -1)                             # (S, keep)
         parent = pick // C

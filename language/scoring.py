@@ -48,12 +48,55 @@ def beam_growth(ecfg, bound: dict[int, float]) -> dict:
             "converged": bool(ecfg.beam_until and change is not None and change < ecfg.beam_until)}
 
 
+def with_eval_overrides(cfg, overrides: list[str] | None):
+    """The run's config with `eval.*` key=value overrides (how it is scored may change; what it is may not)."""
+    from temt_core.config import ConfigError, merge_overrides
+
+    from .train import LanguageConfig
+    if not overrides:
+        return cfg
+    bad = [o for o in overrides if not o.startswith("eval.")]
+    if bad:
+        raise ConfigError(f"evaluate --set takes eval.* keys only (got {bad[0]!r}): a trained run's data, model "
+                          "and training settings are fixed")
+    return merge_overrides(LanguageConfig, cfg, overrides)
+
+
 def device_for(cfg) -> str:
     return "cuda" if torch.cuda.is_available() and not cfg.train.cpu else "cpu"
 
 
-def score_dataset(model, cfg, ds, actions: ActionVocab, device: str, log=print) -> dict:
-    """Per-sentence scores of an encoded dataset (see the module docstring), plus action coverage counts."""
+def proposals_for(cfg, ds, trees, actions: ActionVocab, parser: str | None = None) -> list | None:
+    """eval.proposals as per-sentence action ids: the encoded gold actions, or the parse of each sentence's words
+    by a spaCy pipeline (None for a sentence the parser splits in two). Unknown labels map to the overflow action
+    without touching the vocabulary's coverage counts."""
+    kind = cfg.eval.proposals
+    if kind == "none":
+        return None
+    if kind == "gold":
+        return list(ds["actions"])
+    from spacy.tokens import Doc
+
+    from temt_core.config import ConfigError
+
+    from .actions import action_names
+    from .trees import from_spacy, load_spacy
+    name = parser or cfg.data.parser
+    if not name:
+        raise ConfigError("eval.proposals=parser needs data.parser (a spaCy pipeline; `temt-language parser` "
+                          "builds a UD-label one)")
+    nlp = load_spacy(name)
+    out = []
+    for t in trees:
+        parsed = from_spacy(nlp(Doc(nlp.vocab, words=list(t.words))))
+        out.append([actions.index.get(a, 0) for a in action_names(parsed[0], cfg.data.actions)]
+                   if len(parsed) == 1 else None)
+    return out
+
+
+def score_dataset(model, cfg, ds, actions: ActionVocab, device: str, log=print, proposals=None) -> dict:
+    """Per-sentence scores of an encoded dataset (see the module docstring), plus action coverage counts.
+    proposals: per-sentence action sequences added to every beam's candidates (proposals_for)."""
     loader = make_loader(ds, cfg.eval.max_tokens, shuffle=False)
     t0 = time.time()
     scores = score_loader(model, (_to(b, device) for b in loader))
@@ -68,11 +111,12 @@ def score_dataset(model, cfg, ds, actions: ActionVocab, device: str, log=print) 
         n_events = sum(res["n_tokens"])
         for K in beam_sizes(cfg.eval, bound):
             t0 = time.time()
-            lp = beam_marginal(model, sents, K, action_top=cfg.eval.action_top)
+            lp = beam_marginal(model, sents, K, action_top=cfg.eval.action_top, proposals=proposals)
             res["beam"][str(K)] = (-lp).tolist()           # per-sentence -log p_beam(words)
             bound[K] = math.exp(-lp.sum() / n_events)
             log(f"    beam {K:3d}: ppl {bound[K]:9.2f}  ({time.time() - t0:.0f} s)")
         res["beam_growth"] = beam_growth(cfg.eval, bound)
+        res["proposals"] = cfg.eval.proposals if proposals is not None else "none"
     return res
 
 
@@ -90,7 +134,7 @@ def headline(cfg, res: dict) -> tuple[str, float]:
 
 
 def evaluate_file(run_dir: str | Path, path: str | Path, fmt: str | None = None, parser: str | None = None,
-                  log=print) -> dict:
+                  log=print, overrides: list[str] | None = None) -> dict:
     """Score a CoNLL-U or bracketed treebank file, or raw text parsed on the fly (fmt: 'conllu' | 'brackets' |
     'text', default by extension: .conllu, .txt, anything else brackets; text needs `parser`, a spaCy pipeline,
     or the run's own data.parser) with the run's model and vocabularies; returns and writes
@@ -101,7 +145,7 @@ def evaluate_file(run_dir: str | Path, path: str | Path, fmt: str | None = None,
     from .train import load_run_config, load_trained
     from .trees import load_spacy, read_brackets, read_conllu
     run_dir, path = Path(run_dir), Path(path)
-    cfg = load_run_config(run_dir)
+    cfg = with_eval_overrides(load_run_config(run_dir), overrides)
     fmt = fmt or {".conllu": "conllu", ".txt": "text"}.get(path.suffix, "brackets")
     if fmt == "text":
         parser = parser or cfg.data.parser
@@ -118,7 +162,8 @@ def evaluate_file(run_dir: str | Path, path: str | Path, fmt: str | None = None,
     n_words = int(sum(ds["n_words"]))
     oov = int(sum(sum(1 for i in ids[1:-1] if i == UNK_ID) for ids in ds["ids"]))
     device = device_for(cfg)
-    res = score_dataset(load_trained(run_dir, device=device), cfg, ds, actions, device, log)
+    props = proposals_for(cfg, ds, trees, actions, parser) if cfg.model.predicts_structure else None
+    res = score_dataset(load_trained(run_dir, device=device), cfg, ds, actions, device, log, props)
     kind, value = headline(cfg, res)
     res.update({"file": str(path), "format": fmt, "parser": parser if fmt == "text" else None,
                 "sentences": len(trees), "words": n_words, "oov_words": oov,

@@ -33,7 +33,7 @@ from .data import prepare
 from .evaluate import ppl
 from .model import count_params, match_d_ff
 from .report import collect, write_report
-from .scoring import device_for, score_dataset
+from .scoring import device_for, proposals_for, score_dataset, with_eval_overrides
 from .train import LanguageConfig, fill_model_config, load_run_config, load_trained, train
 
 
@@ -64,7 +64,8 @@ def matched_configs(base: LanguageConfig, arms: list[Arm], log=print) -> dict[st
     return out
 
 
-def evaluate_run(run_dir: str | Path, split: str = "test", force: bool = False, log=print) -> dict:
+def evaluate_run(run_dir: str | Path, split: str = "test", force: bool = False, log=print,
+                 overrides: list[str] | None = None) -> dict:
     """Score a trained run on `split` once: per-sentence word/action NLL with gold actions, and beam marginals
     for structure-predicting models. Writes run_dir/<split>.json. Refuses to re-score the test split."""
     run_dir = Path(run_dir)
@@ -73,13 +74,15 @@ def evaluate_run(run_dir: str | Path, split: str = "test", force: bool = False, 
         if split == "test":
             raise ConfigError(f"{out_path} exists: the test split of this run was already scored (test is touched "
                               "once; pass --force only to recompute the same numbers, never to tune)")
-    cfg = load_run_config(run_dir)
+    cfg = with_eval_overrides(load_run_config(run_dir), overrides)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = device_for(cfg)
     model = load_trained(run_dir, device=device)
     data = prepare(cfg.data, shuffle_seed=cfg.train.seed, splits=(split,), vocab_dir=run_dir)
-    res = score_dataset(model, cfg, data.splits[split], data.actions, device, log)
+    ds = data.splits[split]
+    props = proposals_for(cfg, ds, data.trees[split], data.actions) if cfg.model.predicts_structure else None
+    res = score_dataset(model, cfg, ds, data.actions, device, log, props)
     out_path.write_text(json.dumps(res))
     return res
 

@@ -94,10 +94,14 @@ class EvalConfig:
     beam_until: float = 0.0          # then double K past the last beam until the bound moves by less than this
                                      # fraction of its perplexity (0 = only the listed beams)
     beam_max: int = 800              # the largest K beam_until may reach
+    proposals: str = "none"          # action sequences added to the beam's candidates: none | parser (data.parser's
+                                     # parse of the words) | gold (the treebank's); any set gives a valid bound
 
     def __post_init__(self):
         if any(k < 1 for k in self.beams):
             raise ValueError(f"eval.beams must be beam sizes >= 1 (got {list(self.beams)})")
+        if self.proposals not in ("none", "parser", "gold"):
+            raise ValueError(f"eval.proposals must be none, parser or gold (got {self.proposals!r})")
         if not 0 <= self.beam_until < 1:
             raise ValueError(f"eval.beam_until must be in [0, 1) (got {self.beam_until})")
         for name, low in (("action_top", 0), ("max_tokens", 1), ("bootstrap", 1)):

@@ -45,6 +45,48 @@ def test_exact_le_beam_and_beam_monotone_and_complete(pos, structure):
     assert beams[1][-1] < exact[-1] - 1e-3                                    # and pruning really prunes
 
 
+@pytest.mark.parametrize("pos, structure", JOINT)
+def test_proposals_tighten_the_bound_and_are_never_counted_twice(pos, structure):
+    """A proposal adds its own p(words, actions) to the beam's final set unless the beam holds it already: the
+    bound stays below the exact marginal, is at least the beam's and the proposal's, and a complete beam with
+    proposals is still exactly the marginal."""
+    import math
+    model = tiny(pos, structure)
+    rng = torch.Generator().manual_seed(0)
+    props = [torch.randint(0, 3, (len(s) - 1,), generator=rng).tolist() for s in SENTENCES]
+    props[1] = None                                                            # a sentence without one
+    exact = [exact_marginal(model, s) for s in SENTENCES]
+    beam = beam_marginal(model, SENTENCES, 1)
+    with_p = beam_marginal(model, SENTENCES, 1, proposals=props)
+    for i, s in enumerate(SENTENCES):
+        assert with_p[i] <= exact[i] + 1e-4 and with_p[i] >= beam[i] - 1e-5
+        if props[i] is None:
+            assert with_p[i] == pytest.approx(beam[i], abs=1e-6)
+            continue
+        out = model(torch.tensor([s]), actions=torch.tensor([props[i]]))
+        own = -(out.word_nll + out.action_nll).item()
+        assert with_p[i] >= own - 1e-5
+        same = beam_marginal(model, [s], 1, proposals=[_greedy_path(model, s)])[0]
+        assert same == pytest.approx(beam[i], abs=1e-5)                        # the beam's own path: once
+        if math.isclose(own, beam[i], abs_tol=1e-6):
+            continue
+        assert with_p[i] == pytest.approx(float(torch.logaddexp(torch.tensor(beam[i]), torch.tensor(own))),
+                                          abs=1e-4)
+    complete = beam_marginal(model, SENTENCES, 3 ** 6, proposals=props)
+    assert complete == pytest.approx(exact, abs=1e-4)
+
+
+def _greedy_path(model, s):
+    """The action sequence the K = 1 beam keeps (recomputed step by step)."""
+    acts = []
+    for i in range(len(s) - 1):
+        ids = torch.tensor([s[: i + 1]])
+        alp, cand, wlp = model.step(ids, torch.tensor([acts], dtype=torch.long).view(1, i),
+                                    target=torch.tensor([s[i + 1]]))
+        acts.append(int(cand[0, (alp.gather(1, cand) + wlp)[0].argmax()]))
+    return acts
+
+
 def test_action_top_is_a_valid_cheaper_bound():
     model = tiny("grammar", "joint")
     exact = [exact_marginal(model, s) for s in SENTENCES[:4]]

@@ -46,6 +46,12 @@ def test_parser_trains_offline_and_parses_raw_text_with_ud_labels(toy_root, tmp_
     assert "test.txt: 20 sentences" in capsys.readouterr().out
     res = json.loads((tmp_path / "lm" / "files" / "test.txt.json").read_text())
     assert res["format"] == "text" and res["metric"] == "best bound" and res["oov_rate"] == 0
+    # the parser's parses as proposals: a bound at least as tight as the beam's alone, sentence by sentence
+    assert main(["evaluate", str(tmp_path / "lm"), "--file", str(raw / "test.txt"), "--set",
+                 "eval.proposals=parser"]) == 0
+    with_parses = json.loads((tmp_path / "lm" / "files" / "test.txt.json").read_text())
+    assert with_parses["proposals"] == "parser"
+    assert all(p <= b + 1e-5 for p, b in zip(with_parses["beam"]["1"], res["beam"]["1"]))
 
 
 def test_parser_input_errors_are_named(tmp_path):

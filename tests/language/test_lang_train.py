@@ -166,3 +166,19 @@ def test_evaluate_any_file_with_the_runs_vocabularies(toy_root, tmp_path, capsys
     out = capsys.readouterr().out
     assert "new.conllu: 1 sentences" in out and out.count(" 50.00  ") == 2        # 2 of 4 words unknown
     assert json.loads((tmp_path / "s" / "files" / "new.conllu.json").read_text())["metric"] == "exact"
+
+
+def test_gold_proposals_tighten_the_bound_below_both_joint_and_beam(toy_root, tmp_path):
+    cfg = cfg_for(toy_root, **{"model.pos": "grammar", "model.structure": "joint", "train.steps": 20,
+                               "eval.beams": [1, 2]})
+    train(cfg, tmp_path / "g")
+    plain = evaluate_run(tmp_path / "g", "dev", log=lambda *_: None)
+    gold = evaluate_run(tmp_path / "g", "dev", force=True, log=lambda *_: None, overrides=["eval.proposals=gold"])
+    assert plain["proposals"] == "none" and gold["proposals"] == "gold"
+    joint = np.array(plain["word_nll"]) + np.array(plain["action_nll"])
+    for K in ("1", "2"):
+        b, g = np.array(plain["beam"][K]), np.array(gold["beam"][K])         # per-sentence -log p bounds
+        assert np.all(g <= b + 1e-5) and np.all(g <= joint + 1e-4)
+        assert np.any(g < np.minimum(b, joint) - 1e-4)                       # the union beats the better of the two
+    with pytest.raises(ConfigError, match="eval.\\* keys only"):
+        evaluate_run(tmp_path / "g", "dev", force=True, overrides=["model.d_ff=8"])
