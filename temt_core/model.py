@@ -233,18 +233,27 @@ class TEMt(nn.Module):
         e = self.positions(actions, state.e, method=method, W=W)                       # (B, T, E)
         z = zscore(e)
         stored = self._not_duplicate(z, x, world, mem)                                 # (B, T)
-        earlier = torch.ones(T, T, dtype=torch.bool, device=x.device).tril(-1)          # key tau < query t
-        # The store holds only memories of each slot's world at the chunk start (see MemoryStore.append), so a
-        # query reads all valid stored memories unless its slot has started a new world within this chunk.
-        same_world = world == state.world.unsqueeze(1)                                   # (B, T)
-        stored_keys = Keys(mem.z, mem.x, mem.valid.unsqueeze(1), rows=same_world)       # mask (B, 1, M)
-        chunk_mask = earlier & stored.unsqueeze(1) & (world.unsqueeze(1) == world.unsqueeze(2))  # (B, T, T)
-        logits, probs = self.attention(z, [stored_keys, Keys(z, x, chunk_mask)],
+        logits, probs = self.attention(z, self._prediction_keys(state, z, x, stored, world),
                                        need_weights=return_memory_neurons, backend=self.attention_backend)
         run = dict(e=e, e_pi=e, z=z, logits=logits, stored=stored)
         if return_memory_neurons:
             run.update(probs=probs, ids=self._key_ids(state, actions, stored))
         return run
+
+    @staticmethod
+    def _prediction_keys(state, z, x, stored, world, copies: int = 1) -> list[Keys]:
+        """The keys a prediction read sees: the stored memories of each slot's world, and this chunk's memories
+        stored strictly earlier in the same world. `copies` stacks the masks for that many blocks of T queries.
+
+        The store holds only memories of each slot's world at the chunk start (see MemoryStore.append), so a
+        query reads all valid stored memories unless its slot has started a new world within this chunk."""
+        T = x.shape[1]
+        mem = state.memory
+        same_world = world == state.world.unsqueeze(1)                                   # (B, T)
+        earlier = torch.ones(T, T, dtype=torch.bool, device=x.device).tril(-1)          # key tau < query t
+        chunk_mask = earlier & stored.unsqueeze(1) & (world.unsqueeze(1) == world.unsqueeze(2))   # (B, T, T)
+        return [Keys(mem.z, mem.x, mem.valid.unsqueeze(1), rows=same_world.repeat(1, copies)),   # (B, 1, M)
+                Keys(z, x, chunk_mask.repeat(1, copies, 1))]                                      # (B, cT, T)
 
     def _landmark_fused(self, x, actions, state, world, W, return_memory_neurons):
         """Landmark correction: the sequential part (path integration, correction, de-duplication) in one fused
@@ -271,11 +280,7 @@ class TEMt(nn.Module):
             raise_if_not_finite("positions e", e, hint=self.positions._stability_hint())
         z = zscore(e)
         # both reads at once: queries [LN(e_pi); LN(e)] (B, 2T, E) over the same keys
-        rows2 = torch.cat([same_world, same_world], 1)
-        earlier = torch.ones(T, T, dtype=torch.bool, device=x.device).tril(-1)          # key tau < query t
-        chunk_mask = earlier & stored.unsqueeze(1) & (world.unsqueeze(1) == world.unsqueeze(2))   # (B, T, T)
-        keys = [Keys(mem.z, mem.x, mem.valid.unsqueeze(1), rows=rows2),
-                Keys(z, x, torch.cat([chunk_mask, chunk_mask], 1))]
+        keys = self._prediction_keys(state, z, x, stored, world, copies=2)
         logits, probs = self.attention(torch.cat([zscore(e_pi), z], 1), keys, need_weights=return_memory_neurons,
                                        backend=self.attention_backend)
         run = dict(e=e, e_pi=e_pi, z=z, logits=logits[:, :T], logits_corrected=logits[:, T:], gate=gate,
