@@ -89,6 +89,8 @@ class PopulationTrainer:
         self.step = 0
         self.dtype = dtype
         self.group = RunDir(self.group_dir)     # the population's checkpoints and log.jsonl
+        self.group_dir.mkdir(parents=True, exist_ok=True)
+        self.group.lock()                       # one trainer per group (members trained alone lock their own)
         if resume and latest_checkpoint(self.group_dir) is not None:
             self._resume()
         else:
@@ -255,6 +257,12 @@ class PopulationTrainer:
                 for p, c in enumerate(self.configs)]
 
     def run(self) -> list[dict]:
+        try:
+            return self._run()
+        finally:
+            self.group.close()
+
+    def _run(self) -> list[dict]:
         t, e = self.configs[0].train, self.configs[0].eval      # shared within a group
         windows: dict[str, list[dict]] = {m.name: [] for m in self.members}
         chunks: dict[str, list[dict]] = {m.name: [] for m in self.members}

@@ -162,7 +162,7 @@ class RunDir:
         held = cls.check_new(path, overwrite)
         run = cls(path)
         run.path.mkdir(parents=True, exist_ok=True)
-        run._lock()
+        run.lock()
         for name in held:                   # only after the lock: never delete a run another trainer is writing
             target = run.path / name.rstrip("/")
             shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
@@ -190,11 +190,12 @@ class RunDir:
         run = cls(path)
         if not run.path.is_dir():
             raise RunDirError(f"{run.path} is not a run directory (it does not exist)")
-        run._lock()
+        run.lock()
         run._remove_leftovers()
         return run
 
-    def _lock(self) -> None:
+    def lock(self) -> None:
+        """Hold run.lock (flock) until close(): a second writer of this directory is refused by name."""
         if fcntl is None:
             return
         f = open(self.path / LOCK, "a+")

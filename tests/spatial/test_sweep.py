@@ -290,3 +290,13 @@ def test_sweep_sharded_over_two_processes(tmp_path):
     assert plan["processes"] == 2
     with pytest.raises(ConfigError, match=r"trained by 2 process\(es\); resume it with as many \(got 1\)"):
         run_sweep(f, tmp_path / "two", resume=True, progress=False)
+
+
+def test_a_population_group_has_one_writer(tmp_path):
+    from temt_core.rundir import RunDirError
+    members = [Member("m0", {}, load_config(SpatialConfig, None, TINY))]
+    first = PopulationTrainer(members, tmp_path / "g", [tmp_path / "m0"])
+    with pytest.raises(RunDirError, match="being written by another process"):
+        PopulationTrainer(members, tmp_path / "g", [tmp_path / "m0b"])
+    first.group.close()
+    PopulationTrainer(members, tmp_path / "g", [tmp_path / "m0c"]).group.close()
