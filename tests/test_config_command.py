@@ -84,5 +84,5 @@ def test_language_config_prints_yaml_and_lists_keys(capsys):
                                                                ["train.steps=7"])
     assert language_main(["config", "--list", "eval.bootstrap=500"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("eval.bootstrap "))
-    assert line.split()[1] == "500" and "paired-bootstrap resamples" in line
+    assert line.split()[1] == "500" and "bootstrap resamples (of seeds and test sentences)" in line
     assert language_main(["config", "eval.bootstrp=5"]) == 2
