@@ -6,11 +6,8 @@
 #   CODE=/path/to/a/worktree scripts/hexagon_screen_members.sh ...   # train with the code of another checkout
 #                                                                     # (as the 2026-12-02 runs used f175f1b)
 set -uo pipefail
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-CODE=${CODE:-$REPO}
+. "$(dirname "$0")/hexagon_common.sh"
 cd "$CODE"
-PY=${PYTHON:-$REPO/.venv/bin/python}
-D=$REPO/runs/hexagon-screen-manual
 R=$REPO/docs/results/hexagon-search
 mkdir -p "$D"
 for M in "$@"; do
@@ -36,9 +33,7 @@ PY
     fi
   fi
   kind=$(grep -E "^  kind:" "$D/$M/config.yaml" | head -1 | awk '{print $2}')
-  # pre-registered analysis sizes: hex radius 10 (331 nodes); square 11, or 21 for arm Q0
-  if [ "$kind" = hex ]; then A="sizes=[10,10] steps=16550"; elif [[ $M == Q0* ]]; then A="sizes=[21,21] steps=22050"
-  else A="sizes=[11,11] steps=6050"; fi
+  A=$(analysis_args "$kind" "$M")
   if [ ! -f "$D/$M/analysis/metrics.json" ]; then
     OMP_NUM_THREADS=1 "$PY" -m spatial analyse "$D/$M" $A >> "$D/$M.log" 2>&1 \
       || { echo "$M FAILED analyse $(date +%T)" >> "$D/progress.txt"; continue; }

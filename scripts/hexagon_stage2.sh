@@ -5,11 +5,8 @@
 # seed-0 config with train.seed=2. Re-running resumes and skips done work. Two of these side by side use both cores.
 #   CODE=/path/to/worktree-at-f175f1b scripts/hexagon_stage2.sh H1-seed0 H1-seed2 ...
 set -uo pipefail
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-CODE=${CODE:-$REPO}
+. "$(dirname "$0")/hexagon_common.sh"
 cd "$CODE"
-PY=${PYTHON:-$REPO/.venv/bin/python}
-D=$REPO/runs/hexagon-screen-manual
 R=$REPO/docs/results/hexagon-search/stage2
 note() { echo "$1 $(date +%T)" >> "$D/progress-stage2.txt"; }
 step_of() { "$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['step'])" "$1" 2>/dev/null || echo 0; }
@@ -24,8 +21,7 @@ yaml.safe_dump(cfg, open(sys.argv[3], "w"), sort_keys=False)
 PY
   fi
   kind=$(grep -E "^  kind:" "$D/$M.yaml" | head -1 | awk '{print $2}')
-  if [ "$kind" = hex ]; then A="sizes=[10,10] steps=16550"; elif [[ $M == Q0* ]]; then A="sizes=[21,21] steps=22050"
-  else A="sizes=[11,11] steps=6050"; fi
+  A=$(analysis_args "$kind" "$M")
   for target in 10000 20000; do
     tag=analysis-$((target / 1000))k
     [ -f "$D/$M/$tag/metrics.json" ] && continue
