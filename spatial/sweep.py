@@ -47,7 +47,7 @@ from temt_core.checkpoint import CheckpointError, flatten, latest_checkpoint, un
 from temt_core.config import ConfigError, to_dict
 from temt_core.model import TEMt, TEMtState
 from temt_core.population import PopulationAdam, TEMtPopulation
-from temt_core.rundir import RunDir, changed_keys
+from temt_core.rundir import RunDir, changed_keys, check_resume_config
 from temt_core.validation import NonFiniteError
 
 from .metrics import accuracy_summary
@@ -128,10 +128,7 @@ class PopulationTrainer:
         if gone:                                        # they diverged before this checkpoint
             self._keep([p for p in range(len(names)) if p not in gone])
         for m, saved in zip(self.members, meta["configs"]):
-            changed = [k for k in changed_keys(saved, to_dict(m.config)) if k not in RESUMABLE_CHANGES]
-            if changed:
-                raise ConfigError(f"cannot resume {ckpt}: member {m.name}: {', '.join(changed)} differ (only "
-                                  f"{', '.join(sorted(RESUMABLE_CHANGES))} may change on resume)")
+            check_resume_config(saved, to_dict(m.config), RESUMABLE_CHANGES, f"{ckpt} (member {m.name})")
         with torch.no_grad():
             for name in self.population.names:
                 self.population.param(name).copy_(tensors[f"pop.{name}"])
