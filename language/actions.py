@@ -115,11 +115,12 @@ def shuffle_actions(ids: Sequence[int], seed: int) -> list[int]:
     return body + [ids[-1]]
 
 
-def expand_for_subwords(actions: Sequence[str], pieces: Sequence[int]) -> list[str]:
+def expand_for_subwords(actions: Sequence, pieces: Sequence[int], fill=CONTINUE) -> list:
     """Word-level actions (n + 1, END last) -> piece-level actions, CONTINUE between the pieces of one word.
 
     pieces[t] = number of subword pieces of word t. The move into the first piece of a word is the tree move;
-    each further piece of the same word arrives by CONTINUE. Scores are summed per word in evaluation.
+    each further piece of the same word arrives by CONTINUE (`fill`: the name, or its id for encoded actions).
+    Scores are summed per word in evaluation.
     """
     if len(actions) != len(pieces) + 1:
         raise ValueError(f"expected {len(pieces) + 1} actions for {len(pieces)} words, got {len(actions)}")
@@ -128,9 +129,18 @@ def expand_for_subwords(actions: Sequence[str], pieces: Sequence[int]) -> list[s
         if k < 1:
             raise ValueError(f"every word needs at least one piece, got {k}")
         out.append(a)
-        out.extend([CONTINUE] * (k - 1))
+        out.extend([fill] * (k - 1))
     out.append(actions[-1])
     return out
+
+
+def continuation_flags(pieces: Sequence[int]) -> list[bool]:
+    """Per action a_0..a_P of a subword sentence (P pieces): True where a_i moves into a continuation piece (not
+    the first of its word), i.e. where the canonical action is CONTINUE; END into EOS is never one."""
+    out = []
+    for k in pieces:
+        out.extend([False] + [True] * (k - 1))
+    return out + [False]
 
 
 class ActionVocab:

@@ -5,6 +5,7 @@
     temt-language train --resume runs/lang/g [train.steps=4000]
     temt-language evaluate runs/lang/g [--split dev]          # test is scored once per run
     temt-language evaluate runs/lang/g runs/lang/s --file my.conllu   # any treebank file, runs side by side
+    temt-language pairs runs/lang/g runs/lang/s [--limit 300]  # agreement minimal pairs (EWT test) -> RUN/pairs.json
     temt-language study --quick                               # = scripts/language.sh --quick
     temt-language actions ../shared/data/ud-english-ewt/en_ewt-ud-dev.conllu [--labels] [--show 3]
     temt-language actions --spacy en_core_web_sm "Any raw text."   # needs that pipeline installed
@@ -57,14 +58,29 @@ def _evaluate(args) -> int:
     from .study import evaluate_run
     if args.file:
         return _evaluate_file(args)
+    if args.proposal_bound:
+        return _proposal_bound(args)
     if len(args.run_dirs) != 1:
         raise ConfigError("evaluate takes one run for a split; several runs side by side need --file F")
-    res = evaluate_run(args.run_dirs[0], args.split, force=args.force, overrides=args.set)
+    res = evaluate_run(args.run_dirs[0], args.split, force=args.force, overrides=args.set, parser=args.parser)
     n = np.array(res["n_tokens"])
     w, a = np.array(res["word_nll"]), np.array(res["action_nll"])
     print(f"{args.split}: word ppl (exact, or conditional on gold actions) {ppl(w, n):.2f}; joint {ppl(w + a, n):.2f}")
     for K, v in res.get("beam", {}).items():
         print(f"  beam {K}: {math.exp(sum(v) / n.sum()):.2f}")
+    return 0
+
+
+def _proposal_bound(args) -> int:
+    from .scoring import headline
+    from .study import add_proposal_bound
+    from .train import load_run_config
+    if not args.parser:
+        raise ConfigError("--proposal-bound needs --parser PIPELINE (`temt-language parser` builds a UD-label one)")
+    for run in args.run_dirs:
+        res = add_proposal_bound(run, args.parser, args.split)
+        name, value = headline(load_run_config(run), res)
+        print(f"{run}: {name} {value:.2f}")
     return 0
 
 
@@ -79,6 +95,31 @@ def _evaluate_file(args) -> int:
     for run, metric, value, oov, _ in rows:
         print(f"{str(run):40s} {value:10.2f}  {oov:6.2f}  {metric}")
     return 0
+
+
+def _pairs(args) -> int:
+    from .minimal_pairs import CATEGORIES, score_run
+    if args.limit is not None and args.limit < 0:
+        raise ConfigError(f"--limit must be >= 0 (0 = every pair), got {args.limit}")
+    if args.beam is not None and args.beam < 1:
+        raise ConfigError(f"--beam must be >= 1, got {args.beam}")
+    results = [(run, score_run(run, args.file, args.lexicon, args.limit, args.beam, args.force, log=lambda *_: None))
+               for run in args.run_dirs]
+    first = results[0][1]
+    print(f"{first['file']}: {first['built']['pairs']} agreement pairs built; chance 50%")
+    print(f"{'run':40s} {'scored by':10s} {'pairs':>5s} {'acc %':>6s}  " +
+          "  ".join(f"{c:>9s}" for c in CATEGORIES) + "  skipped")
+    for run, res in results:
+        cats = "  ".join(f"{_pct(res['by_category'][c]):>9s}" for c in CATEGORIES)
+        how = f"beam {res['K']}" if res["metric"] == "beam" else "exact"
+        skipped = ", ".join(f"{k} {v}" for k, v in res["skipped"].items()) or "none"
+        acc = "-" if res["accuracy"] is None else f"{100 * res['accuracy']:.1f}"
+        print(f"{str(run):40s} {how:10s} {res['scored']:5d} {acc:>6s}  {cats}  {skipped}")
+    return 0
+
+
+def _pct(cat: dict) -> str:
+    return "-" if not cat["n"] else f"{100 * cat['accuracy']:.1f} ({cat['n']})"
 
 
 def _study(args) -> int:
@@ -166,7 +207,21 @@ def main(argv=None) -> int:
     e.add_argument("--set", action="append", metavar="eval.KEY=VALUE",
                    help="how to score, e.g. --set eval.proposals=gold --set eval.beam_until=0.002 (eval.* only)")
     e.add_argument("--force", action="store_true", help="recompute an existing score (never to tune on test)")
+    e.add_argument("--proposal-bound", action="store_true",
+                   help="add --parser's parses as one more bound to the runs' scored --split (-log p(words, parse); "
+                   "the beams are not redone)")
     e.set_defaults(fn=_evaluate)
+    q = sub.add_parser("pairs", help="subject-verb agreement minimal pairs: accuracy per run and category")
+    q.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="language-model runs (conditional arms refused)")
+    q.add_argument("--file", help="CoNLL-U file to build pairs from (default: UD EWT test under the run's data "
+                   "root; never the train split); other files write RUN_DIR/files/<name>.pairs.json")
+    q.add_argument("--lexicon", help="CoNLL-U file of verb forms to flip to (default: UD EWT train)")
+    q.add_argument("--limit", type=int, help="score the first N pairs the run's vocabulary can score (0 = all; "
+                   "default: the run's eval.pairs)")
+    q.add_argument("--beam", type=int, metavar="K", help="beam size for structure-predicting runs (default: the "
+                   "run's eval.pairs_beam)")
+    q.add_argument("--force", action="store_true", help="recompute an existing RUN_DIR/pairs.json")
+    q.set_defaults(fn=_pairs)
     s = sub.add_parser("study", help="the whole study: arms x seeds, report")
     s.add_argument("--quick", action="store_true", help="small version for a 2-core CPU (run time: README.md)")
     s.add_argument("--config")
@@ -204,7 +259,14 @@ def main(argv=None) -> int:
                         "meaning")
     c.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, as for train")
     c.set_defaults(fn=_config)
-    args = p.parse_args(argv)
+    # key=value overrides may also come between or after options (argparse alone stops collecting a positional
+    # list at the first option): leftover key=value words join the subcommand's overrides, anything else is refused
+    args, extra = p.parse_known_args(argv)
+    stray = [x for x in extra if x.startswith("-") or "=" not in x or not hasattr(args, "overrides")]
+    if stray:
+        p.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = list(args.overrides or []) + extra
     show_warnings_plainly()
     os.environ.setdefault("MPLBACKEND", "Agg")     # figures go to files only (library code never picks a backend)
     try:

@@ -1,7 +1,8 @@
 """Corpora -> word vocabulary (tokenizers) -> action vocabulary -> datasets (datasets) -> length-bucketed batches.
 
     corpus = load_corpus(DataConfig())                          # {'train': [Tree], 'dev': [...], 'test': [...]}
-    words = build_word_vocab(corpus["train"], min_freq=2)       # tokenizers.Tokenizer, word level, <unk> below 2
+    words = build_vocab(corpus["train"], cfg)                   # tokenizers.Tokenizer: word level (data.vocab=word,
+                                                                # <unk> below min_freq) or bpe / unigram pieces
     actions = build_action_vocab(corpus["train"], cfg.actions)  # language.actions.ActionVocab
     ds = encode_split(corpus["dev"], words, actions, cfg.actions)   # datasets.Dataset, one row per sentence
 
@@ -13,6 +14,13 @@ to 1 (unless set already) and restores the environment afterwards; importing thi
 One row: ids = [BOS, w_1..w_n, EOS]; actions = a_0..a_n (a_n = END; a_i moves from token i to token i+1);
 tree_parents / tree_actions (node labels) / tree_branch (rank among siblings) over the tree's nodes (tree mode),
 tok_nodes = the node of every token (BOS and EOS at the ROOT). All models predict the same n + 1 events (n words and EOS) from one shared vocabulary.
+
+Subword vocabularies (data.vocab=bpe | unigram): ids = [BOS, pieces of w_1, ..., pieces of w_n, EOS], each word
+split on its own (pieces never cross words); the move into a word's first piece is its tree action and every
+further piece arrives by CONTINUE (actions.expand_for_subwords); a piece's node is its word's node; the row also
+holds `pieces` (pieces per word). The vocabulary is byte-level, so every word of any file encodes without <unk>.
+Scores stay per word: `collate` gives n_events = n_words + 1 per sentence, which evaluate.score_loader counts
+instead of the pieces, and a sentence's NLL is the sum over its pieces and EOS.
 """
 from __future__ import annotations
 
@@ -30,7 +38,8 @@ import torch  # noqa: E402
 from temt_core.checkpoint import CheckpointError  # noqa: E402
 from temt_core.config import ConfigError  # noqa: E402
 
-from .actions import NEXT, ActionConfig, ActionVocab, action_names, shuffle_actions, tree_action_names  # noqa: E402
+from .actions import (CONTINUE, NEXT, ActionConfig, ActionVocab, action_names, expand_for_subwords,  # noqa: E402
+                      shuffle_actions, tree_action_names)
 from .trees import (ReadStats, Tree, TreebankError, from_spacy, load_spacy, read_brackets, read_conllu,  # noqa: E402
                     read_ptb_zip)
 
@@ -38,6 +47,8 @@ PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIAL_WORDS = (PAD, UNK, BOS, EOS)            # ids 0..3
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CORPORA = ("ud-ewt", "ptb-sample", "ttc", "raw")
+VOCABS = ("word", "bpe", "unigram")
+BYTES = 256                                     # the byte-level alphabet every subword vocabulary holds
 
 
 @dataclass
@@ -48,7 +59,16 @@ class DataConfig:
     dev_limit: int = 0
     test_limit: int = 0
     max_words: int = 0               # drop longer sentences from every split (0 = keep all)
-    min_freq: int = 2                # words rarer than this in train become <unk> (spec section 6)
+    min_freq: int = 2                # words rarer than this in train become <unk> (spec section 6); data.vocab=bpe:
+                                     # a merge must occur this often in train (a pair seen once is not learned);
+                                     # unused by unigram
+    vocab: str = "word"              # word (one id per training word, the rest <unk>) | bpe | unigram (byte-level
+                                     # subword pieces trained on train's words: every word encodes, no <unk>)
+    vocab_size: int = 8000           # bpe / unigram: pieces incl. 4 specials + 256 bytes; 8000 is about the word
+                                     # vocabulary of full UD EWT train (9,877 types at min_freq 2), so the subword
+                                     # arm's embedding and softmax are about the word arm's size (1.31 BPE pieces
+                                     # per test word there); a small train split may stop short (bpe: no pair left
+                                     # min_freq times)
     on_error: str = "raise"          # 'skip' skips malformed sentences and counts them
     transform: str = "gold"          # gold | next (one action, known in advance) | shuffled (permuted per sentence)
     actions: ActionConfig = field(default_factory=ActionConfig)
@@ -70,6 +90,11 @@ class DataConfig:
                 raise ValueError(f"{name} must be >= 0 (got {getattr(self, name)})")
         if self.min_freq < 1:
             raise ValueError(f"min_freq must be >= 1 (got {self.min_freq})")
+        if self.vocab not in VOCABS:
+            raise ValueError(f"data.vocab must be one of {', '.join(VOCABS)} (got {self.vocab!r})")
+        if self.vocab_size < len(SPECIAL_WORDS) + BYTES:
+            raise ValueError(f"data.vocab_size must be >= {len(SPECIAL_WORDS) + BYTES} (the {len(SPECIAL_WORDS)} "
+                             f"special words and {BYTES} bytes every subword vocabulary holds; got {self.vocab_size})")
 
 
 def data_root(cfg: DataConfig) -> Path:
@@ -173,10 +198,146 @@ def encode_words(tok, words: Sequence[str]) -> list[int]:
     return [SPECIAL_WORDS.index(BOS)] + ids + [SPECIAL_WORDS.index(EOS)]
 
 
-def build_action_vocab(trees: Sequence[Tree], cfg: ActionConfig, transform: str = "gold") -> ActionVocab:
+def build_subword_vocab(trees: Sequence[Tree], kind: str = "bpe", vocab_size: int = 8000, min_freq: int = 2):
+    """A byte-level BPE or unigram tokenizers.Tokenizer trained on the training words, the specials at ids 0..3.
+
+    Each word is one training sequence and one pre-token (ByteLevel with use_regex=False maps its bytes and splits
+    nothing, not even at a space inside a word), so pieces never cross words and a word's pieces decode back to it.
+    The fallback is byte-level rather than a character alphabet: the 256 byte symbols are always in the
+    vocabulary, so any word of any file encodes without <unk> (a character alphabet from train would give <unk>
+    for a character first seen in test). <unk> is still the model's unk token, so a word that ever fell outside
+    would be counted rather than dropped silently."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    if kind not in ("bpe", "unigram"):
+        raise ValueError(f"subword vocabularies are bpe or unigram, got {kind!r}")
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    if kind == "bpe":
+        tok = Tokenizer(models.BPE(unk_token=UNK))
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_freq, show_progress=False,
+                                      special_tokens=list(SPECIAL_WORDS), initial_alphabet=alphabet)
+    else:
+        tok = Tokenizer(models.Unigram())
+        trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_WORDS), unk_token=UNK,
+                                          initial_alphabet=alphabet, show_progress=False)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator((w for t in trees for w in t.words), trainer=trainer)
+    if kind == "unigram":
+        tok = _canonical_unigram(tok, [w for t in trees for w in t.words])
+    for i, s in enumerate(SPECIAL_WORDS):
+        if tok.token_to_id(s) != i:
+            raise RuntimeError(f"tokenizers put {s} at id {tok.token_to_id(s)}, expected {i}")
+    missing = [c for c in alphabet if tok.token_to_id(c) is None]
+    if missing:
+        raise RuntimeError(f"the {kind} vocabulary lacks {len(missing)} of the {BYTES} byte symbols (first "
+                           f"{missing[0]!r}): some words could not be encoded without <unk>")
+    return tok
+
+
+UNIGRAM_PENALTY = 1e-4       # tokenizers' unigram trainer: required characters it had pruned come back at the
+                             # lowest score plus k times this, k = 0, 1, ... in the order of a hash set
+
+
+def _canonical_unigram(tok, words: Sequence[str]):
+    """The unigram vocabulary made a function of the training words (the ids, and the scores to 1e-8).
+
+    tokenizers' unigram trainer is not reproducible: two trainings on the same words in one process gave the
+    byte symbols it re-adds after pruning (every one of the 256 must stay) their made-up scores, min + k * 1e-4,
+    in another (hash-set) order, the other pieces' scores differing in the last digits, and tied pieces in another
+    order (measured on the toy treebank and on the quick study's 3,000 UD EWT sentences), so every run of a study
+    would get its own ids. Here the re-added symbols get those scores in the order of their byte frequency in the
+    training words (the most frequent highest; unseen ones by symbol), scores equal to within 1e-9 are one score
+    (rounded to 1e-8), and pieces are sorted by (score, piece) after the specials."""
+    import json
+    from collections import Counter
+
+    from tokenizers import Tokenizer, pre_tokenizers
+    data = json.loads(tok.to_str())
+    vocab = data["model"]["vocab"]
+    specials, rest = vocab[: len(SPECIAL_WORDS)], [list(ps) for ps in vocab[len(SPECIAL_WORDS):]]
+    low = min(score for _, score in rest)
+    steps = {i: (score - low) / UNIGRAM_PENALTY for i, (p, score) in enumerate(rest) if len(p) == 1}
+    on_grid = {i: round(k) for i, k in steps.items() if abs(k - round(k)) < 1e-6}
+    run = 0
+    while run in on_grid.values():        # the re-added symbols: k = 0, 1, ... without a gap (a trained piece
+        run += 1                          # can sit exactly at the minimum, k = 0, or by chance on the grid far up)
+    readded = [i for i, k in on_grid.items() if k < run]
+    if readded:
+        byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        freq: Counter = Counter()
+        for w, n in Counter(words).items():
+            for piece, _ in byte_level.pre_tokenize_str(w):
+                for c in piece:
+                    freq[c] += n
+        order = sorted(readded, key=lambda i: (-freq[rest[i][0]], rest[i][0]))
+        for j, i in enumerate(order):
+            rest[i][1] = low + (len(order) - 1 - j) * UNIGRAM_PENALTY
+    rest.sort(key=lambda ps: -ps[1])
+    out, group = [], []
+    for ps in rest + [None]:                 # one score per run of scores within 1e-9; ties ordered by piece
+        if group and (ps is None or group[0][1] - ps[1] > 1e-9):
+            out.extend([p, round(group[0][1], 8)] for p, _ in sorted(group))
+            group = []
+        if ps is not None:
+            group.append(ps)
+    data["model"]["vocab"] = specials + out
+    return Tokenizer.from_str(json.dumps(data))
+
+
+def vocab_kind(tok) -> str:
+    """'word', 'bpe' or 'unigram': what a tokenizers.Tokenizer (a run's words.json) is."""
+    name = type(tok.model).__name__
+    kinds = {"WordLevel": "word", "BPE": "bpe", "Unigram": "unigram"}
+    if name not in kinds:
+        raise CheckpointError(f"a {name} word vocabulary: language runs use WordLevel, BPE or Unigram")
+    return kinds[name]
+
+
+def build_vocab(trees: Sequence[Tree], cfg: DataConfig):
+    """The word vocabulary data.vocab asks for, from the training trees."""
+    if cfg.vocab == "word":
+        return build_word_vocab(trees, cfg.min_freq)
+    return build_subword_vocab(trees, cfg.vocab, cfg.vocab_size, cfg.min_freq)
+
+
+def encode_pieces(tok, words: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Subword vocabulary: ids = [BOS, pieces of every word, EOS] and the number of pieces of each word."""
+    enc = tok.encode(list(words), is_pretokenized=True, add_special_tokens=False)
+    pieces = [0] * len(words)
+    last = -1
+    for w in enc.word_ids:
+        if w is None or w < last:
+            raise RuntimeError(f"the subword vocabulary gave a piece outside the words' order (word {w})")
+        pieces[w] += 1
+        last = w
+    empty = [i for i, k in enumerate(pieces) if k == 0]
+    if empty:
+        raise TreebankError(f"word {empty[0] + 1} ({words[empty[0]]!r}) encodes to no subword piece: an empty word")
+    return [SPECIAL_WORDS.index(BOS)] + list(enc.ids) + [SPECIAL_WORDS.index(EOS)], pieces
+
+
+def unk_words(row: dict) -> int:
+    """How many words of an encoded row hold <unk> (word vocabulary: are <unk>; subword: hold an <unk> piece)."""
+    unk = SPECIAL_WORDS.index(UNK)
+    body = row["ids"][1:-1]
+    if "pieces" not in row:
+        return sum(i == unk for i in body)
+    out, at = 0, 0
+    for k in row["pieces"]:
+        out += unk in body[at:at + k]
+        at += k
+    return out
+
+
+def build_action_vocab(trees: Sequence[Tree], cfg: ActionConfig, transform: str = "gold",
+                       subword: bool = False) -> ActionVocab:
+    """subword: CONTINUE joins the vocabulary (id 2, right after the specials) unless transform=next, whose one
+    NEXT action is the only move there is (between pieces too: a CONTINUE given for free would tell the model
+    where a word ends)."""
     if transform == "next":
         return ActionVocab([*ActionVocab.SPECIALS, NEXT], {"transform": "next"})
-    return ActionVocab.build((action_names(t, cfg) for t in trees), cfg.min_count, meta={"transform": transform})
+    return ActionVocab.build((action_names(t, cfg) for t in trees), cfg.min_count,
+                             extra=[CONTINUE] if subword else (), meta={"transform": transform})
 
 
 def build_tree_vocab(trees: Sequence[Tree], cfg: ActionConfig) -> ActionVocab:
@@ -189,20 +350,37 @@ def build_tree_vocab(trees: Sequence[Tree], cfg: ActionConfig) -> ActionVocab:
 
 def encode_tree(tree: Tree, index: int, words, actions: ActionVocab, tree_vocab: ActionVocab | None,
                 cfg: ActionConfig, transform: str = "gold", shuffle_seed: int = 0) -> dict:
-    ids = encode_words(words, tree.words)
-    if transform == "next":
-        acts = [actions.index[NEXT]] * (len(tree.words) + 1)    # one action everywhere, even into EOS
+    """One row (module docstring). The vocabulary decides word or subword encoding (vocab_kind)."""
+    subword = vocab_kind(words) != "word"
+    if subword:
+        ids, pieces = encode_pieces(words, tree.words)
     else:
-        acts = actions.encode(action_names(tree, cfg))
-        if transform == "shuffled":
-            acts = shuffle_actions(acts, shuffle_seed * 1_000_003 + index)
+        ids, pieces = encode_words(words, tree.words), None
+    if transform == "next":
+        acts = [actions.index[NEXT]] * (len(ids) - 1)            # one action everywhere, even into EOS
+    else:
+        acts = actions.encode(action_names(tree, cfg))          # coverage counts: tree moves, not CONTINUEs
+        if transform == "shuffled":                             # the tree moves are shuffled; CONTINUE stays
+            acts = shuffle_actions(acts, shuffle_seed * 1_000_003 + index)   # where the pieces are
+        if subword:
+            acts = expand_for_subwords(acts, pieces, fill=_continue_id(actions))
+    nodes = list(tree.word_nodes) if not subword else [n for n, k in zip(tree.word_nodes, pieces) for _ in range(k)]
     row = {"ids": ids, "actions": acts, "n_words": len(tree.words), "index": index,
-           "tree_parents": list(tree.parents), "tok_nodes": [0] + list(tree.word_nodes) + [0]}
+           "tree_parents": list(tree.parents), "tok_nodes": [0] + nodes + [0]}
+    if subword:
+        row["pieces"] = pieces
     row["tree_actions"] = tree_vocab.encode(tree_action_names(tree, cfg)) if tree_vocab is not None else \
         [0] * len(tree.parents)
     row["tree_actions"][0] = 0
     row["tree_branch"] = branch_indices(tree.parents)
     return row
+
+
+def _continue_id(actions: ActionVocab) -> int:
+    if CONTINUE not in actions.index:
+        raise CheckpointError(f"the action vocabulary has no {CONTINUE} action, which a subword vocabulary needs "
+                              "(actions.json built for data.vocab=word?)")
+    return actions.index[CONTINUE]
 
 
 def branch_indices(parents: Sequence[int]) -> list[int]:
@@ -224,8 +402,10 @@ def encode_split(trees: Sequence[Tree], words, actions: ActionVocab, cfg: Action
     gave the same rows 1.7x slower (6.95 s against 4.15 s on UD EWT train, 2026-12-02, loaded 2-core CPU), and its
     disk cache cannot be used because encoding counts the actions it maps to the overflow action."""
     rows = [encode_tree(t, i, words, actions, tree_vocab, cfg, transform, shuffle_seed) for i, t in enumerate(trees)]
-    columns = {k: [r[k] for r in rows] for k in
-               ("ids", "actions", "n_words", "index", "tree_parents", "tree_actions", "tree_branch", "tok_nodes")}
+    names = ["ids", "actions", "n_words", "index", "tree_parents", "tree_actions", "tree_branch", "tok_nodes"]
+    if vocab_kind(words) != "word":
+        names.append("pieces")
+    columns = {k: [r[k] for r in rows] for k in names}
     with _hf_offline():
         import datasets
         return datasets.Dataset.from_dict(columns)
@@ -244,7 +424,8 @@ def _hf_offline():
 
 
 def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
-    """Pad a list of rows into tensors. Padding: ids 0 (<pad>), actions 0, tree parents -1 (a fresh root)."""
+    """Pad a list of rows into tensors. Padding: ids 0 (<pad>), actions 0, tree parents -1 (a fresh root).
+    n_events: the events a sentence is scored on, n_words + 1 (words and EOS), whatever its number of pieces."""
     B = len(rows)
     L = max(len(r["ids"]) for r in rows)
     N = max(len(r["tree_parents"]) for r in rows)
@@ -266,7 +447,8 @@ def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
         branch[b, :k] = torch.as_tensor(r["tree_branch"])
         nodes[b, :n] = torch.as_tensor(r["tok_nodes"])
     return {"ids": ids, "actions": actions, "mask": mask, "tree_parents": parents, "tree_actions": tacts,
-            "tree_branch": branch, "tok_nodes": nodes, "index": torch.as_tensor([r["index"] for r in rows])}
+            "tree_branch": branch, "tok_nodes": nodes, "index": torch.as_tensor([r["index"] for r in rows]),
+            "n_events": torch.as_tensor([r["n_words"] + 1 if "n_words" in r else len(r["ids"]) - 1 for r in rows])}
 
 
 class TokenBatchSampler(torch.utils.data.Sampler):
@@ -356,11 +538,14 @@ def prepare(cfg: DataConfig, shuffle_seed: int = 0, splits: Sequence[str] = ("tr
     trees, stats = load_corpus(cfg)
     if vocab_dir is not None and (Path(vocab_dir) / "words.json").is_file():
         words = load_word_vocab(Path(vocab_dir) / "words.json")
+        if vocab_kind(words) != cfg.vocab:
+            raise CheckpointError(f"{Path(vocab_dir) / 'words.json'} is a {vocab_kind(words)} vocabulary, but "
+                                  f"data.vocab={cfg.vocab}")
         actions = ActionVocab.load(Path(vocab_dir) / "actions.json")
         tree_vocab = ActionVocab.load(Path(vocab_dir) / "tree_labels.json")
     else:
-        words = build_word_vocab(trees["train"], cfg.min_freq)
-        actions = build_action_vocab(trees["train"], cfg.actions, cfg.transform)
+        words = build_vocab(trees["train"], cfg)
+        actions = build_action_vocab(trees["train"], cfg.actions, cfg.transform, subword=cfg.vocab != "word")
         tree_vocab = build_tree_vocab(trees["train"], cfg.actions)
     out = {s: encode_split(trees[s], words, actions, cfg.actions, tree_vocab, cfg.transform, shuffle_seed)
            for s in splits}

@@ -20,7 +20,9 @@ The loss of `model(ids, actions=gold, labels=ids)` is what a language model pays
 structure, the joint -log p(words, gold actions) per word (an upper bound on its word perplexity); the number with
 the gold actions given for free, -log p(words | gold actions), leaks the tree of the words being predicted and
 comes only when asked for by name (`loss_kind="conditional"`). An exported run carries its word vocabulary as a
-`transformers` tokenizer (`AutoTokenizer.from_pretrained(out)`).
+`transformers` tokenizer (`AutoTokenizer.from_pretrained(out)`): word level, or for a subword run (data.vocab=bpe |
+unigram) its byte-level pieces. Give it words, as the model was trained: `tok(words, is_split_into_words=True)`
+(one id per word, or a word's pieces; a raw string is one word, spaces included).
 """
 from __future__ import annotations
 
@@ -180,7 +182,8 @@ def from_language_model(lm: LanguageModel) -> TemtLMForCausalLM:
 
 
 def word_tokenizer(words_json: str | Path):
-    """A run's word vocabulary (a `tokenizers` file) as a transformers tokenizer with the model's special words."""
+    """A run's word vocabulary (a `tokenizers` file: word level, BPE or unigram) as a transformers tokenizer with
+    the model's special words."""
     from transformers import PreTrainedTokenizerFast
 
     from .data import BOS, EOS, PAD, UNK

@@ -20,6 +20,8 @@ from temt_core.config import ConfigError
 
 from .arms import ARMS, BASELINE, CONTROLS, REFERENCE, metric_kind
 from .evaluate import paired_bootstrap, ppl, seed_sentence_bootstrap
+from .minimal_pairs import CATEGORIES
+from .scoring import bounds_of
 
 
 def _load(run: Path) -> dict | None:
@@ -29,7 +31,29 @@ def _load(run: Path) -> dict | None:
     train = json.loads((run / "train.json").read_text()) if (run / "train.json").is_file() else {}
     curve = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] \
         if (run / "metrics.jsonl").is_file() else []
-    return {"test": test, "train": train, "curve": curve}
+    pairs = json.loads((run / "pairs.json").read_text()) if (run / "pairs.json").is_file() else None
+    return {"test": test, "train": train, "curve": curve, "pairs": pairs}     # pairs: None for runs from before
+
+
+def pairs_summary(per_seed: dict) -> dict | None:
+    """One arm's agreement pairs over its seeds (seed -> pairs.json): accuracy per seed overall and per category,
+    and the per-pair correctness (seeds, pairs) over the pairs every seed scored, in the first seed's order."""
+    per_seed = {s: p for s, p in per_seed.items() if p and p.get("scored")}
+    if not per_seed:
+        return None
+    first = per_seed[min(per_seed)]
+    common = set.intersection(*({r["id"] for r in p["pairs"]} for p in per_seed.values()))
+    ids = [r["id"] for r in first["pairs"] if r["id"] in common]
+    correct = [[by_id[i] for i in ids] for by_id in
+               ({r["id"]: bool(r["correct"]) for r in p["pairs"]} for p in per_seed.values())]
+    return {"metric": first["metric"], "K": first.get("K"), "action_top": first.get("action_top"),
+            "file": first.get("file"), "built": first.get("built", {}).get("pairs"), "skipped": first.get("skipped"),
+            "seeds": list(per_seed), "n": [p["scored"] for p in per_seed.values()],
+            "accuracy": [p["accuracy"] for p in per_seed.values()],
+            "by_category": {c: {"n": first["by_category"][c]["n"],
+                                "accuracy": [p["by_category"][c]["accuracy"] for p in per_seed.values()]}
+                            for c in first["by_category"]},
+            "frequency": first.get("frequency_baseline"), "ids": ids, "correct": correct}
 
 
 def per_sentence(test: dict, kind: str) -> dict[str, np.ndarray]:
@@ -43,11 +67,11 @@ def per_sentence(test: dict, kind: str) -> dict[str, np.ndarray]:
     else:
         out["joint"] = w + a
         out["conditional"] = w
-        bounds = [w + a]
         for K, v in test.get("beam", {}).items():
             out[f"beam{K}"] = np.array(v)
-            bounds.append(np.array(v))
-        out["best"] = np.min(np.stack(bounds), 0)
+        if test.get("proposal_nll") is not None:            # a parser's parse: -log p(words, parse)
+            out["parser"] = bounds_of(test)[-1]
+        out["best"] = np.min(np.stack(bounds_of(test)), 0)
     return out
 
 
@@ -83,6 +107,12 @@ def collect(out: str | Path, arm_names: list[str], seeds: list[int]) -> dict:
             "overflow_actions": [r["test"].get("overflow_actions", 0) for r in runs.values()],
             "actions_total": [r["test"].get("actions_total", 0) for r in runs.values()],
             "beam_growth": [r["test"]["beam_growth"] for r in runs.values() if r["test"].get("beam_growth")],
+            "action_top": sorted({r["test"]["eval"]["action_top"] for r in runs.values() if "eval" in r["test"]}),
+            "proposal_source": sorted({r["test"]["proposal_source"] for r in runs.values()
+                                       if r["test"].get("proposal_source")}),
+            "vocab": sorted({r["test"].get("vocab", "word") for r in runs.values()}),
+            "unk_rate": [r["test"]["unk_rate"] for r in runs.values() if "unk_rate" in r["test"]],
+            "pairs": pairs_summary({s: r.get("pairs") for s, r in runs.items()}),
         }
     return res
 
@@ -238,6 +268,7 @@ def write_report(res: dict, base_cfg, path: str | Path, out_dir: str | Path) -> 
         _lm_table(res["arms"], beams, base_cfg.eval.action_top),
         _conditional_table(res["arms"]),
         _bootstrap_table(comps),
+        _pairs_section(res["arms"], base_cfg.eval.bootstrap),
         _sanity_checks(res["arms"], beams),
         _curves_section(res, out_dir),
         _training_table(res["arms"]),
@@ -265,22 +296,31 @@ def _header(res: dict, base_cfg, out_dir: Path) -> list[str]:
 
 
 def _lm_table(arms: dict, beams: list[str], action_top: int = 0) -> list[str]:
-    pruned = (f" **This study's beam expands only each hypothesis's {action_top} likeliest actions** (eval.action_top,"
-              " a speed option): a valid but looser bound than the beam over all actions." if action_top else
-              " The beam expands every action of every hypothesis.")
+    # how the bounds were computed: the scores record it (a re-scored run may differ from the study's config)
+    tops = sorted({t for a in arms.values() for t in a.get("action_top", [])}) or [action_top]
+    pruned = (f" **This study's beam expands only each hypothesis's {tops[0]} likeliest actions** (eval.action_top,"
+              " a speed option): a valid but looser bound than the beam over all actions." if tops == [tops[0]] and
+              tops[0] else " The beam expands every action of every hypothesis." if tops == [0] else
+              f" **The runs' beams differ in pruning (eval.action_top {tops}; 0 = every action)**.")
+    sources = sorted({src for a in arms.values() for src in a.get("proposal_source", [])})
+    parser = any("parser" in a["ppl"] for a in arms.values())
+    if parser:
+        pruned += (f" Parser: -log p(words, the parse of {', '.join(sources)}) per word, one more valid bound (any "
+                   "action sequence gives one); the best bound includes it.")
     L = ["## Language-model perplexities on test (mean ± sd over seeds)", "",
          "Exact: word perplexity of a model that needs no structure. Joint: -log p(words, gold actions) per "
          "word, the cost of predicting each action included. Beam K: the word-synchronous beam over the "
          "model's own actions (an upper bound on its word perplexity). Best bound: per sentence the tightest "
          "of these bounds. Every model predicts the same events (words + EOS, one vocabulary)." + pruned, "",
-         "| arm | what | params | exact | joint | " + " | ".join(f"beam {k}" for k in beams) + " | best bound |",
-         "|---|---|---:|---:|---:|" + "---:|" * len(beams) + "---:|"]
+         "| arm | what | params | exact | joint | " + " | ".join(f"beam {k}" for k in beams) +
+         (" | parser" if parser else "") + " | best bound |",
+         "|---|---|---:|---:|---:|" + "---:|" * (len(beams) + parser) + "---:|"]
     for name, a in arms.items():
         if a["kind"] == "conditional":
             continue
         p = a["ppl"]
         cells = [_fmt(p.get("exact")), _fmt(p.get("joint"))] + [_fmt(p.get(f"beam{k}")) for k in beams] + \
-            [_fmt(p.get("best")) if "best" in p else _fmt(p.get("exact"))]
+            ([_fmt(p.get("parser"))] if parser else []) + [_fmt(p.get("best")) if "best" in p else _fmt(p.get("exact"))]
         L.append(f"| {name} | {a['what']} | {a['params']} | " + " | ".join(cells) + " |")
     notes = [_growth_note(name, a["beam_growth"]) for name, a in arms.items() if a.get("beam_growth")]
     return L + [""] + [n for n in notes if n] + ([""] if any(notes) else [])
@@ -333,6 +373,91 @@ def _bootstrap_table(comps: list[dict]) -> list[str]:
     return L + [""]
 
 
+def pairs_bootstrap(ca: np.ndarray, cb: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Accuracy of arm a minus arm b on the same minimal pairs. ca (Sa, N), cb (Sb, N): per-seed, per-pair
+    correctness (0/1). The point estimate averages each pair's correctness over seeds; each resample draws the
+    pairs (the same for both arms) and, independently for each arm, its seeds with replacement (as
+    evaluate.seed_sentence_bootstrap does for perplexity). p = fraction of resamples where a is not better."""
+    ca, cb = np.asarray(ca, dtype=np.float64), np.asarray(cb, dtype=np.float64)
+    if ca.ndim != 2 or cb.ndim != 2 or ca.shape[1] != cb.shape[1] or not ca.shape[1]:
+        raise ValueError(f"expected (seeds, pairs) arrays over the same pairs, got {ca.shape} and {cb.shape}")
+    rng = np.random.default_rng(seed)
+    N = ca.shape[1]
+    idx = rng.integers(0, N, size=(n_boot, N))
+    acc_a = np.take_along_axis(ca[:, idx].mean(-1).T, rng.integers(0, len(ca), (n_boot, len(ca))), 1).mean(1)
+    acc_b = np.take_along_axis(cb[:, idx].mean(-1).T, rng.integers(0, len(cb), (n_boot, len(cb))), 1).mean(1)
+    diff = acc_a - acc_b
+    lo, hi = np.percentile(diff, [2.5, 97.5])
+    return {"acc_a": float(ca.mean()), "acc_b": float(cb.mean()), "diff": float(ca.mean() - cb.mean()),
+            "diff_ci95": [float(lo), float(hi)], "p_a_not_better": float(np.mean(diff <= 0)), "pairs": int(N),
+            "seeds_a": int(len(ca)), "seeds_b": int(len(cb)), "resamples": int(n_boot)}
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _pct_sd(values: list) -> str:
+    v = [x for x in values if x is not None]
+    if not v:
+        return "-"
+    sd = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+    return f"{100 * np.mean(v):.1f} ± {100 * sd:.1f}"
+
+
+def _correct_on(p: dict, ids: list[str]) -> np.ndarray:
+    """(seeds, len(ids)) correctness of one arm's pairs summary on the pairs `ids`."""
+    where = {i: k for k, i in enumerate(p["ids"])}
+    return np.array(p["correct"])[:, [where[i] for i in ids]]
+
+
+def _pairs_section(arms: dict, n_boot: int) -> list[str]:
+    """Agreement minimal pairs per arm; nothing for a study whose runs have no pairs.json (older runs)."""
+    have = {n: a["pairs"] for n, a in arms.items() if a.get("pairs")}
+    if not have:
+        return []
+    any_p = next(iter(have.values()))
+    L = ["## Agreement minimal pairs", "",
+         f"Each pair is a sentence of `{Path(any_p['file'] or '?').name}` and the same sentence with its finite "
+         "verb's number flipped (is/are, was/were, has/have, does/do, a lexical verb's VBZ/VBP form; "
+         "`language/minimal_pairs.py`); the tree is unchanged. A pair is right when the model gives the grammatical "
+         "sentence the lower whole-sentence NLL: chance is 50%. Exact arms are scored by their exact NLL; "
+         "structure-predicting arms by the word-synchronous beam bound at one K for both sentences, so their rows "
+         "compare two upper bounds: an approximation (the beam may be tighter for one sentence of a pair than for "
+         "the other). Categories: the verb (be, have/do, lexical), and attractor (a noun of the opposite number "
+         "between subject and verb), which overlaps them. Accuracy in %, mean ± sd over seeds; n = pairs scored "
+         f"(built: {any_p['built']}; not scored by the first arm's runs: "
+         f"{', '.join(f'{k} {v}' for k, v in (any_p['skipped'] or {}).items()) or 'none'}).", "",
+         "| arm | scored by | n | accuracy | " + " | ".join(CATEGORIES) + " |",
+         "|---|---|---:|---:|" + "---:|" * len(CATEGORIES)]
+    for name, p in have.items():
+        how = f"beam K={p['K']}" + (f", top {p['action_top']} actions" if p.get("action_top") else "") \
+            if p["metric"] == "beam" else "exact"
+        cells = [f"{_pct_sd(p['by_category'][c]['accuracy'])} ({p['by_category'][c]['n']})" for c in CATEGORIES]
+        L.append(f"| {name} | {how} | {p['n'][0]} | {_pct_sd(p['accuracy'])} | " + " | ".join(cells) + " |")
+    freq = any_p.get("frequency")
+    if freq:
+        cells = [f"{_pct(freq['by_category'][c]['accuracy'])} ({freq['by_category'][c]['n']})" for c in CATEGORIES]
+        L.append(f"| *train frequency* | no model: the form more frequent in the training split | {freq['scored']} "
+                 f"| {_pct(freq['accuracy'])} | " + " | ".join(cells) + " |")
+    L += ["", "Chance: 50.0 (a pair has two sentences; ties count as wrong). Category cells: accuracy (n pairs). The "
+          "train-frequency row (pairs of the first arm's runs) is what preferring the commoner form gets: a model "
+          "near it is not yet using its subject.", ""]
+    if REFERENCE in have and BASELINE in have:
+        a, b = have[REFERENCE], have[BASELINE]
+        in_b = set(b["ids"])
+        common = [i for i in a["ids"] if i in in_b]
+        if common:
+            c = pairs_bootstrap(_correct_on(a, common), _correct_on(b, common), n_boot=n_boot, seed=0)
+            L += [f"Paired comparison, {REFERENCE} against {BASELINE} on the same {c['pairs']} pairs (per-pair "
+                  f"correctness averaged over seeds; {n_boot} resamples of the pairs and of each arm's seeds, "
+                  f"{c['seeds_a']} and {c['seeds_b']}): accuracy {100 * c['acc_a']:.1f}% against "
+                  f"{100 * c['acc_b']:.1f}%, difference {100 * c['diff']:+.1f} points, 95% CI "
+                  f"[{100 * c['diff_ci95'][0]:+.1f}, {100 * c['diff_ci95'][1]:+.1f}]; p ({REFERENCE} not better) "
+                  f"= {c['p_a_not_better']:.3f}.", ""]
+    return L
+
+
 def _sanity_checks(arms: dict, beams: list[str]) -> list[str]:
     L = ["## Leak and sanity checks on the trained models", ""]
     for name, a in arms.items():
@@ -374,9 +499,16 @@ def _data_section(res: dict, d, out_dir: Path) -> list[str]:
     if ref is not None:
         info = _vocab_info(out_dir / ref / f"seed{res['seeds'][0]}")
         a = arms[ref]
-        L.append(f"- Words: {info.get('words', '?')} types in the shared vocabulary (training words seen at least "
-                 f"{d.min_freq} times, the rest <unk>); test events scored: {int(np.sum(a['n_tokens']))} "
-                 f"(words + EOS) in {len(a['n_tokens'])} sentences.")
+        events = f"test events scored: {int(np.sum(a['n_tokens']))} (words + EOS) in {len(a['n_tokens'])} sentences"
+        if d.vocab != "word":
+            L.append(f"- Words: {d.vocab} pieces, {info.get('words', '?')} in the vocabulary (byte-level fallback: no "
+                     f"test word is <unk>); {events}, each word's NLL summed over its pieces.")
+        else:
+            unk = a.get("unk_rate") or []
+            share = (f"; {100 * float(np.mean(unk)):.1f}% of them are <unk>, one class for every rare word, which "
+                     "makes these perplexities optimistic against an open vocabulary") if unk else ""
+            L.append(f"- Words: {info.get('words', '?')} types in the shared vocabulary (training words seen at least "
+                     f"{d.min_freq} times, the rest <unk>); {events}{share}.")
         L.append(f"- Actions ({ref}): {info.get('actions', '?')} in the vocabulary built from training (caps up "
                  f"{d.actions.max_up}, down {d.actions.max_down}, labels {'on' if d.actions.labels else 'off'}); "
                  f"training coverage inside the caps {info.get('coverage', float('nan')):.4f}; test actions mapped "

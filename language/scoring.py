@@ -7,7 +7,13 @@ Every score is per sentence: word NLL with the gold actions given, the action NL
 and the word-synchronous beam bounds (evaluate.beam_marginal) for K in eval.beams, grown past them while the bound
 still moves (eval.beam_until). A file is read with the run's action settings, encoded with its vocabularies
 (words seen fewer than data.min_freq times in its training split are <unk>: the out-of-vocabulary rate is
-reported), and written to RUN/files/<file name>.json.
+reported; a subword run, data.vocab=bpe | unigram, is byte-level and has none), and written to
+RUN/files/<file name>.json.
+
+Scores are per word for every vocabulary (n_tokens = words + EOS; a subword sentence's NLL sums its pieces), and
+record the vocabulary kind (`vocab`) and how many scored events are <unk> (`unk_events`, `unk_rate`): a word-level
+model predicts <unk> as one cheap event instead of the word, so its perplexity is optimistic by that much, where a
+subword model pays for every word in full.
 """
 from __future__ import annotations
 
@@ -19,9 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .actions import ActionVocab
-from .data import SPECIAL_WORDS, UNK, encode_split, load_word_vocab, make_loader
-from .evaluate import beam_marginal, ppl, score_loader
+from temt_core.checkpoint import CheckpointError
+
+from .actions import CONTINUE, ActionVocab, continuation_flags, expand_for_subwords
+from .data import SPECIAL_WORDS, UNK, encode_split, load_word_vocab, make_loader, unk_words, vocab_kind
+from .evaluate import beam_marginal, ppl, proposal_logp, score_loader
 
 UNK_ID = SPECIAL_WORDS.index(UNK)
 
@@ -86,16 +94,40 @@ def proposals_for(cfg, ds, trees, actions: ActionVocab, parser: str | None = Non
         raise ConfigError("eval.proposals=parser needs data.parser (a spaCy pipeline; `temt-language parser` "
                           "builds a UD-label one)")
     nlp = load_spacy(name)
+    pieces = ds["pieces"] if "pieces" in ds.column_names else [None] * len(trees)
     out = []
-    for t in trees:
-        parsed = from_spacy(nlp(Doc(nlp.vocab, words=list(t.words))))
-        out.append([actions.index.get(a, 0) for a in action_names(parsed[0], cfg.data.actions)]
-                   if len(parsed) == 1 else None)
+    for t, k in zip(trees, pieces):
+        doc = Doc(nlp.vocab, words=list(t.words))
+        for tok in doc[1:]:                 # the words are one sentence: the parser must not split them
+            tok.is_sent_start = False
+        parsed = from_spacy(nlp(doc))
+        ids = [actions.index.get(a, 0) for a in action_names(parsed[0], cfg.data.actions)] if len(parsed) == 1 \
+            else None
+        out.append(expand_for_subwords(ids, k, fill=actions.index[CONTINUE]) if ids is not None and k is not None
+                   else ids)                                     # subword rows: CONTINUE inside every word
     return out
 
 
+def continuation_for(ds) -> list | None:
+    """Per sentence the beam's continuation flags (subword datasets), or None (word level)."""
+    if "pieces" not in ds.column_names:
+        return None
+    return [continuation_flags(k) for k in ds["pieces"]]
+
+
+def unk_summary(ds, kind: str) -> dict:
+    """The vocabulary kind (data.vocab) and the <unk> words among the scored events (words + EOS; EOS is never
+    <unk>)."""
+    rows = ds.select_columns([c for c in ("ids", "pieces") if c in ds.column_names]).to_list()
+    unk = sum(unk_words(r) for r in rows)
+    events = int(sum(ds["n_words"])) + len(rows)
+    return {"vocab": kind, "unk_events": int(unk), "events": events,
+            "unk_rate": unk / max(events, 1)}
+
+
 def score_dataset(model, cfg, ds, actions: ActionVocab, device: str, log=print, proposals=None) -> dict:
-    """Per-sentence scores of an encoded dataset (see the module docstring), plus action coverage counts.
+    """Per-sentence scores of an encoded dataset (see the module docstring), plus action coverage counts, the
+    vocabulary kind and the <unk> rate of the scored events (unk_summary).
     proposals: per-sentence action sequences added to every beam's candidates (proposals_for)."""
     loader = make_loader(ds, cfg.eval.max_tokens, shuffle=False)
     t0 = time.time()
@@ -105,19 +137,43 @@ def score_dataset(model, cfg, ds, actions: ActionVocab, device: str, log=print, 
     res["unseen_actions"] = sum(actions.unseen.values())
     res["overflow_actions"] = int(actions.overflow_total)
     res["actions_total"] = int(actions.encoded_total)
+    res.update(unk_summary(ds, cfg.data.vocab))
     if cfg.model.predicts_structure:
         sents = ds["ids"]
+        cont = continuation_for(ds)
         res["beam"], bound = {}, {}
         n_events = sum(res["n_tokens"])
         for K in beam_sizes(cfg.eval, bound):
             t0 = time.time()
-            lp = beam_marginal(model, sents, K, action_top=cfg.eval.action_top, proposals=proposals)
+            lp = beam_marginal(model, sents, K, action_top=cfg.eval.action_top, proposals=proposals,
+                               continuation=cont)
             res["beam"][str(K)] = (-lp).tolist()           # per-sentence -log p_beam(words)
             bound[K] = math.exp(-lp.sum() / n_events)
             log(f"    beam {K:3d}: ppl {bound[K]:9.2f}  ({time.time() - t0:.0f} s)")
         res["beam_growth"] = beam_growth(cfg.eval, bound)
         res["proposals"] = cfg.eval.proposals if proposals is not None else "none"
+        if proposals is not None:
+            res.update(proposal_scores(model, sents, proposals, cfg.eval.proposals))
+    res["eval"] = {"action_top": cfg.eval.action_top, "beam_until": cfg.eval.beam_until,
+                   "beam_max": cfg.eval.beam_max}                  # how these bounds were computed (the report)
     return res
+
+
+def proposal_scores(model, sents, proposals, source: str) -> dict:
+    """The proposals' own bound per sentence: -log p(words, proposal) (None where a sentence has none; JSON has
+    no infinity), and where the proposals came from. `headline` and the report take it into the best bound."""
+    nll = -proposal_logp(model, sents, proposals)
+    return {"proposal_nll": [float(v) if math.isfinite(v) else None for v in nll], "proposal_source": source}
+
+
+def bounds_of(res: dict) -> list[np.ndarray]:
+    """Every per-sentence upper bound on -log p(words) a structure-predicting run's scores hold: the gold actions'
+    joint NLL, each beam, and the proposals' own NLL (inf where a sentence had none)."""
+    w, a = np.array(res["word_nll"]), np.array(res["action_nll"])
+    out = [w + a] + [np.array(v) for v in res.get("beam", {}).values()]
+    if res.get("proposal_nll") is not None:
+        out.append(np.array([math.inf if v is None else v for v in res["proposal_nll"]]))
+    return out
 
 
 def headline(cfg, res: dict) -> tuple[str, float]:
@@ -126,8 +182,7 @@ def headline(cfg, res: dict) -> tuple[str, float]:
     n = np.array(res["n_tokens"])
     w, a = np.array(res["word_nll"]), np.array(res["action_nll"])
     if cfg.model.predicts_structure:
-        bounds = [w + a] + [np.array(v) for v in res.get("beam", {}).values()]
-        return "best bound", ppl(np.min(np.stack(bounds), 0), n)
+        return "best bound", ppl(np.min(np.stack(bounds_of(res)), 0), n)
     if cfg.model.structure == "given" or cfg.model.kind == "tree":
         return "conditional (gold structure given)", ppl(w, n)
     return "exact", ppl(w, n)
@@ -160,7 +215,10 @@ def evaluate_file(run_dir: str | Path, path: str | Path, fmt: str | None = None,
     tree_vocab = ActionVocab.load(run_dir / "tree_labels.json")
     ds = encode_split(trees, words, actions, cfg.data.actions, tree_vocab, cfg.data.transform, cfg.train.seed)
     n_words = int(sum(ds["n_words"]))
-    oov = int(sum(sum(1 for i in ids[1:-1] if i == UNK_ID) for ids in ds["ids"]))
+    if vocab_kind(words) != cfg.data.vocab:
+        raise CheckpointError(f"{run_dir / 'words.json'} is a {vocab_kind(words)} vocabulary, but the run's "
+                              f"data.vocab={cfg.data.vocab}")
+    oov = unk_summary(ds, cfg.data.vocab)["unk_events"]         # words that are (or hold) <unk>
     device = device_for(cfg)
     props = proposals_for(cfg, ds, trees, actions, parser) if cfg.model.predicts_structure else None
     res = score_dataset(load_trained(run_dir, device=device), cfg, ds, actions, device, log, props)

@@ -100,7 +100,7 @@ def save_training_state(accelerator, run: RunDir | None, model, optimizer, sched
 
 
 def load_training_state(accelerator, run: RunDir | None, run_dir: Path, model, optimizer, scheduler,
-                        config: dict, resumable: set[str]) -> dict:
+                        config: dict, resumable: set[str], config_cls=None) -> dict:
     """Restore what save_training_state wrote; returns meta (counters, config). The main process picks the newest
     valid checkpoint (repairing LATEST, reporting damaged ones); the others then read the one it picked. The saved
     config must equal `config` except for the `resumable` keys (checked before anything is loaded)."""
@@ -110,7 +110,7 @@ def load_training_state(accelerator, run: RunDir | None, run_dir: Path, model, o
     if not accelerator.is_main_process:
         ckpt = RunDir(run_dir).latest()
         tensors, meta = load_checkpoint(ckpt, require=REQUIRED)
-    check_resume_config(meta["config"], config, resumable, f"{ckpt} (step {meta['step']})")
+    check_resume_config(meta["config"], config, resumable, f"{ckpt} (step {meta['step']})", config_cls)
     if meta["processes"] != accelerator.num_processes:
         raise ConfigError(f"{ckpt} was saved by {meta['processes']} process(es); this resume has "
                           f"{accelerator.num_processes}: resume with the same number (each process has its own "

@@ -12,7 +12,8 @@ only); and conditional diagnostics with the gold tree given free (their own tabl
 
 Parameter counts are matched: every arm's MLP width is set so that its trainable parameters come closest to the
 grammar arm's (`model.match_d_ff`). Token budget and optimiser are the same for all. A re-run skips finished
-runs and resumes unfinished ones; a run's test split is scored once (test.json) and never re-scored.
+runs and resumes unfinished ones; a run's test split is scored once (test.json) and never re-scored. Then every
+language-model run scores the agreement minimal pairs once (pairs.json; eval.pairs=0 turns them off).
 """
 from __future__ import annotations
 
@@ -27,13 +28,14 @@ import numpy as np
 import torch
 
 from temt_core.config import ConfigError
+from temt_core.rundir import atomic_write_text
 
 from .arms import ARMS, QUICK_ARMS, REFERENCE, Arm  # noqa: F401 (QUICK_ARMS re-exported for the CLI)
 from .data import prepare
 from .evaluate import ppl
 from .model import count_params, match_d_ff
 from .report import collect, write_report
-from .scoring import device_for, proposals_for, score_dataset, with_eval_overrides
+from .scoring import device_for, proposal_scores, proposals_for, score_dataset, with_eval_overrides
 from .train import LanguageConfig, fill_model_config, load_run_config, load_trained, train
 
 
@@ -65,7 +67,7 @@ def matched_configs(base: LanguageConfig, arms: list[Arm], log=print) -> dict[st
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", force: bool = False, log=print,
-                 overrides: list[str] | None = None) -> dict:
+                 overrides: list[str] | None = None, parser: str | None = None) -> dict:
     """Score a trained run on `split` once: per-sentence word/action NLL with gold actions, and beam marginals
     for structure-predicting models. Writes run_dir/<split>.json. Refuses to re-score the test split."""
     run_dir = Path(run_dir)
@@ -81,10 +83,49 @@ def evaluate_run(run_dir: str | Path, split: str = "test", force: bool = False, 
     model = load_trained(run_dir, device=device)
     data = prepare(cfg.data, shuffle_seed=cfg.train.seed, splits=(split,), vocab_dir=run_dir)
     ds = data.splits[split]
-    props = proposals_for(cfg, ds, data.trees[split], data.actions) if cfg.model.predicts_structure else None
+    props = proposals_for(cfg, ds, data.trees[split], data.actions, parser) if cfg.model.predicts_structure \
+        else None
     res = score_dataset(model, cfg, ds, data.actions, device, log, props)
-    out_path.write_text(json.dumps(res))
+    atomic_write_text(out_path, json.dumps(res))
     return res
+
+
+def add_proposal_bound(run_dir: str | Path, parser: str, split: str = "test", log=print) -> dict:
+    """Add a parser's parses as one more bound to a scored split of a structure-predicting run, without redoing
+    its beams: -log p(words, parse) per sentence (scoring.proposal_scores), which the best bound then includes.
+    Changes nothing else in RUN/<split>.json: the same model, one more valid upper bound, nothing tuned."""
+    run_dir = Path(run_dir)
+    path = run_dir / f"{split}.json"
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist: score the split first (temt-language evaluate {run_dir})")
+    cfg = with_eval_overrides(load_run_config(run_dir), ["eval.proposals=parser"])
+    if not cfg.model.predicts_structure:
+        raise ConfigError(f"{run_dir}: model.structure={cfg.model.structure!r} predicts no actions, so a parse "
+                          "gives it no bound (its score is exact or conditional already)")
+    res = json.loads(path.read_text())
+    model = load_trained(run_dir, device=device_for(cfg))
+    data = prepare(cfg.data, shuffle_seed=cfg.train.seed, splits=(split,), vocab_dir=run_dir)
+    ds = data.splits[split]
+    if len(ds) != len(res["word_nll"]):
+        raise ConfigError(f"{path} holds {len(res['word_nll'])} sentences but the split now has {len(ds)}: the data "
+                          "changed since it was scored")
+    props = proposals_for(cfg, ds, data.trees[split], data.actions, parser)
+    res.update(proposal_scores(model, ds["ids"], props, f"parser {parser}"))
+    atomic_write_text(path, json.dumps(res))
+    missing = sum(v is None for v in res["proposal_nll"])
+    log(f"{run_dir}: parser bound added ({len(props) - missing} of {len(props)} sentences parsed as one tree)")
+    return res
+
+
+def _score_pairs(run_dir: Path, ecfg, log=print) -> None:
+    """Agreement minimal pairs (language.minimal_pairs) once per language-model run, after its test split; the
+    study's eval.pairs / eval.pairs_beam decide how many and the beam K (eval.pairs=0: none). A data root without
+    the UD EWT files (raw text, say) has no pairs to build: logged, not an error."""
+    from .minimal_pairs import score_run
+    try:
+        score_run(run_dir, limit=ecfg.pairs, K=ecfg.pairs_beam, log=log)
+    except FileNotFoundError as err:
+        log(f"  pairs: not scored ({err})")
 
 
 def _cpu_name() -> str:
@@ -128,6 +169,8 @@ def run_study(base: LanguageConfig, out: str | Path, arm_names: list[str], seeds
                 res = evaluate_run(run_dir, "test", log=log)
                 log(f"  test scored: word|gold ppl {ppl(np.array(res['word_nll']), np.array(res['n_tokens'])):.2f} "
                     f"({time.time() - t0:.0f} s for this run)")
+            if base.eval.pairs and arm.table != "conditional" and not (run_dir / "pairs.json").is_file():
+                _score_pairs(run_dir, base.eval, log)
     results = collect(out, arm_names, seeds)
     results["wall_seconds"] = time.time() - t_study
     results["command"] = command

@@ -47,7 +47,7 @@ from temt_core.checkpoint import CheckpointError, flatten, latest_checkpoint, un
 from temt_core.config import ConfigError, to_dict
 from temt_core.model import TEMt, TEMtState
 from temt_core.population import PopulationAdam, TEMtPopulation
-from temt_core.rundir import RunDir, changed_keys, check_resume_config
+from temt_core.rundir import RunDir, changed_keys, check_resume_config, with_defaults
 from temt_core.validation import NonFiniteError
 
 from .metrics import accuracy_summary
@@ -128,7 +128,8 @@ class PopulationTrainer:
         if gone:                                        # they diverged before this checkpoint
             self._keep([p for p in range(len(names)) if p not in gone])
         for m, saved in zip(self.members, meta["configs"]):
-            check_resume_config(saved, to_dict(m.config), RESUMABLE_CHANGES, f"{ckpt} (member {m.name})")
+            check_resume_config(saved, to_dict(m.config), RESUMABLE_CHANGES, f"{ckpt} (member {m.name})",
+                                type(m.config))
         with torch.no_grad():
             for name in self.population.names:
                 self.population.param(name).copy_(tensors[f"pop.{name}"])
@@ -358,10 +359,11 @@ def check_resume(saved: dict, members: list[Member]) -> None:
         m, o = new[name], old[name]
         if m.overrides != o["overrides"]:
             problems.append(f"member {name}: overrides {o['overrides']} in the run, {m.overrides} in the file")
-        diff = [k for k in changed_keys(o["config"], to_dict(m.config)) if k not in RESUMABLE_CHANGES]
+        saved = with_defaults(type(m.config), o["config"], f"member {name}")
+        diff = [k for k in changed_keys(saved, to_dict(m.config)) if k not in RESUMABLE_CHANGES]
         for k in diff:
             get = lambda d: _dig(d, k)
-            problems.append(f"member {name}: {k} is {get(o['config'])!r} in the run, {get(to_dict(m.config))!r} "
+            problems.append(f"member {name}: {k} is {get(saved)!r} in the run, {get(to_dict(m.config))!r} "
                             "in the file")
         if m.group != o["group"]:
             problems.append(f"member {name}: group {o['group']} in the run, {m.group} with the file")

@@ -45,7 +45,7 @@ from typing import Any
 import torch
 
 from .checkpoint import LATEST, CheckpointError, load_checkpoint, save_checkpoint, verify_checkpoint, write_latest
-from .config import ConfigError, from_dict, save_config
+from .config import ConfigError, from_dict, save_config, to_dict
 from .validation import NonFiniteError
 
 try:
@@ -115,8 +115,18 @@ def changed_keys(saved: dict, current: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-def check_resume_config(saved: dict, current: dict, resumable: set[str], where: str) -> None:
-    """A resumed run must be the same experiment: only the keys in `resumable` may differ."""
+def with_defaults(config_cls, saved: dict, where: str = "") -> dict:
+    """A saved config dict read through its dataclass: keys added to the config since the run was saved take their
+    defaults (which by the project's rule keep the old behaviour), so they never count as changed; a saved key the
+    dataclass no longer has is a ConfigError naming it."""
+    return to_dict(from_dict(config_cls, saved, where))
+
+
+def check_resume_config(saved: dict, current: dict, resumable: set[str], where: str, config_cls=None) -> None:
+    """A resumed run must be the same experiment: only the keys in `resumable` may differ. With config_cls, keys
+    the saved config predates are compared at their defaults (with_defaults)."""
+    if config_cls is not None:
+        saved = with_defaults(config_cls, saved)
     changed = [k for k in changed_keys(saved, current) if k not in resumable]
     if changed:
         raise ConfigError(f"cannot resume {where} with a different config: {', '.join(changed)} differ (only "

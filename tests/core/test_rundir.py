@@ -236,3 +236,27 @@ def test_resume_never_runs_a_planted_pickle(tmp_path):
     assert summary["steps"] == 20
     time.sleep(0.1)
     assert not marker.exists()
+
+
+def test_resume_config_fills_keys_the_saved_config_predates():
+    """A key added to a config after a run was saved takes its default on resume/load, so old runs keep loading;
+    a changed value still refuses, and a saved key the dataclass no longer knows is named."""
+    from dataclasses import dataclass
+
+    from temt_core.config import ConfigError
+    from temt_core.rundir import check_resume_config, with_defaults
+
+    @dataclass
+    class Cfg:
+        a: int = 1
+        new: str = "old-behaviour"
+
+    old_run = {"a": 1}                                     # saved before `new` existed
+    assert with_defaults(Cfg, old_run) == {"a": 1, "new": "old-behaviour"}
+    check_resume_config(old_run, {"a": 1, "new": "old-behaviour"}, set(), "run", Cfg)
+    with pytest.raises(ConfigError, match="new differ"):
+        check_resume_config(old_run, {"a": 1, "new": "other"}, set(), "run", Cfg)
+    with pytest.raises(ConfigError, match="new differ"):     # without the class the missing key counts as changed
+        check_resume_config(old_run, {"a": 1, "new": "old-behaviour"}, set(), "run")
+    with pytest.raises(ConfigError, match="'gone'"):
+        with_defaults(Cfg, {"a": 1, "gone": 2})

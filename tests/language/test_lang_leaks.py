@@ -229,3 +229,34 @@ def test_config_validation():
         ModelConfig(pos="rotary")
     with pytest.raises(ValueError, match="needs actions"):
         tiny("grammar", "joint")(torch.tensor([[2, 4, 3]]))
+
+
+@pytest.mark.parametrize("pos, structure", JOINT)
+def test_proposal_bound_is_the_proposals_own_joint_probability(pos, structure):
+    """The cheap proposal bound (no beam) is -log p(words, proposal) exactly, a valid bound below the exact
+    marginal; a sentence without a proposal gets none; the best bound takes the per-sentence minimum."""
+    import numpy as np
+
+    from language.evaluate import proposal_logp
+    from language.scoring import bounds_of, proposal_scores
+    model = tiny(pos, structure)
+    rng = torch.Generator().manual_seed(1)
+    props = [torch.randint(0, 3, (len(s) - 1,), generator=rng).tolist() for s in SENTENCES]
+    props[0] = None
+    lp = proposal_logp(model, SENTENCES, props, batch=2)
+    for i, s in enumerate(SENTENCES):
+        if props[i] is None:
+            assert lp[i] == -float("inf")
+            continue
+        out = model(torch.tensor([s]), actions=torch.tensor([props[i]]))
+        assert lp[i] == pytest.approx(-(out.word_nll + out.action_nll).item(), abs=1e-5)
+        assert lp[i] <= exact_marginal(model, s) + 1e-5
+    with pytest.raises(ValueError, match="proposals for"):
+        proposal_logp(model, SENTENCES, props[:-1])
+    res = {"word_nll": [5.0] * len(SENTENCES), "action_nll": [1.0] * len(SENTENCES),
+           "beam": {"1": [7.0] * len(SENTENCES)}}
+    res.update(proposal_scores(model, SENTENCES, props, "gold"))
+    assert res["proposal_nll"][0] is None
+    best = np.min(np.stack(bounds_of(res)), 0)
+    assert best[0] == 6.0                                   # no proposal: the gold joint
+    assert all(best[i] == min(6.0, -lp[i]) for i in range(1, len(SENTENCES)))

@@ -52,6 +52,17 @@ def test_parser_trains_offline_and_parses_raw_text_with_ud_labels(toy_root, tmp_
     with_parses = json.loads((tmp_path / "lm" / "files" / "test.txt.json").read_text())
     assert with_parses["proposals"] == "parser"
     assert all(p <= b + 1e-5 for p, b in zip(with_parses["beam"]["1"], res["beam"]["1"]))
+    # the cheap form on a scored split: the parses' own bound added to test.json, the beams untouched
+    assert main(["evaluate", str(tmp_path / "lm")]) == 0
+    before = json.loads((tmp_path / "lm" / "test.json").read_text())
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "lm"), "--proposal-bound", "--parser", str(out / "model-best")]) == 0
+    assert "best bound" in capsys.readouterr().out
+    after = json.loads((tmp_path / "lm" / "test.json").read_text())
+    assert after["beam"] == before["beam"] and after["proposal_source"].startswith("parser")
+    assert len(after["proposal_nll"]) == len(before["word_nll"]) and None not in after["proposal_nll"]
+    assert main(["evaluate", str(tmp_path / "lm"), "--proposal-bound"]) == 2            # no --parser: named
+    assert "--proposal-bound needs --parser" in capsys.readouterr().err
 
 
 def test_parser_input_errors_are_named(tmp_path):
