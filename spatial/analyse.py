@@ -1,4 +1,4 @@
-"""Analyse a trained TEM-t: grid, band and place cells, remapping, with figures and a report.
+"""Analyse a trained TEM-t (or TEM): grid, band and place cells, remapping, with figures and a report.
 
     temt-spatial analyse runs/relu                      # writes runs/relu/analysis/{report.md, metrics.json, *.png}
     python -m spatial analyse runs/relu steps=8000 sizes=[11,11,14]   # key=value: AnalysisConfig fields (below)
@@ -14,6 +14,10 @@ Across the first two worlds (same shape): per-cell rate-map correlation, preserv
 and for memory neurons, and gridAtPlace. Scores are computed per world and averaged over worlds, never on
 averaged maps (grids realign between worlds). The diagnostics of spatial.diagnostics (accuracy by walk length and
 coverage, drift, transition consistency, saturation, locations per unit, side lobes) are computed on the same walks.
+
+A TEM run (model_kind=tem) is analysed the same way with its inferred g as the position units and its conjunctive
+cells p as the memory neurons (spatial.rollout): one memory neuron per p unit, the same unit in both worlds. The
+attention side-lobe ratio does not exist for TEM (no stored memories to attend to) and is reported as NaN.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import torch
 
 from temt_core.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from temt_core.model import TEMt
+from temt_core.tem import TEM
 
 from .analysis import (as_geometry, classify_band_cells, classify_grid_cells, place_fields, place_metric,
                        rate_maps, sparsity, spatial_information, translation_invariance)
@@ -65,9 +70,10 @@ class Analysis:
     remap: dict = field(default_factory=dict)
 
 
-def load_trained(run_dir: str | Path, device: str = "cpu") -> tuple[TEMt, SpatialConfig, int]:
-    """The model of a run directory's latest checkpoint, its config and its step."""
-    from .train import load_run_config
+def load_trained(run_dir: str | Path, device: str = "cpu") -> tuple[TEMt | TEM, SpatialConfig, int]:
+    """The model of a run directory's latest checkpoint (TEM-t or TEM, as config.model_kind says), its config and
+    its step."""
+    from .train import build_model, load_model_weights, load_run_config, model_kind_of
     config = load_run_config(run_dir)
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
@@ -79,8 +85,8 @@ def load_trained(run_dir: str | Path, device: str = "cpu") -> tuple[TEMt, Spatia
         raise CheckpointError(f"{ckpt}: the run's weights are not finite ({', '.join(bad[:3])}"
                               f"{' ...' if len(bad) > 3 else ''} hold NaN or inf): the run diverged by step "
                               f"{meta.get('step')}; there is nothing to analyse in this checkpoint")
-    model = TEMt(config.model)
-    model.load_state_dict(weights)
+    model = build_model(config)
+    load_model_weights(model, tensors, ckpt, config.model_kind, model_kind_of(meta.get("config")))
     return model.to(device).eval(), config, meta["step"]
 
 
@@ -105,11 +111,14 @@ def _memory_neuron_metrics(neurons: np.ndarray, nodes: np.ndarray, world, cfg: A
                 sparsity=np.atleast_1d(sparsity(maps_k, occupancy)), n_fields=n_fields)
 
 
-def analyse_model(model: TEMt, config: SpatialConfig, cfg: AnalysisConfig, device: str = "cpu") -> Analysis:
+def analyse_model(model: TEMt | TEM, config: SpatialConfig, cfg: AnalysisConfig, device: str = "cpu",
+                  step: int | None = None) -> Analysis:
+    """step: the gradient step of the weights (needed for TEM, whose memory rates follow it; load_trained gives
+    it)."""
     worlds = [config_world(config.walks.kind, s, f"analysis.sizes[{i}]") for i, s in enumerate(cfg.sizes)]
     r = run_rollout(model, config.walks, len(worlds), cfg.steps, cfg.seed, config.train.chunk_length,
                     record_positions=True, record_memory_neurons=True, device=device, worlds=worlds,
-                    max_memory_neurons=cfg.max_memory_neurons, record_side_lobe=True)
+                    max_memory_neurons=cfg.max_memory_neurons, record_side_lobe=True, step=step)
     per_world, summary = [], []
     for b, world in enumerate(worlds):
         act, nodes = r.positions[b], r.nodes[b]

@@ -2,6 +2,7 @@
 
     temt-spatial train --config configs/spatial/quick.yaml --out runs/quick [key=value ...]
     temt-spatial train --resume runs/quick [train.steps=4000]
+    temt-spatial train --config configs/spatial/tem.yaml --out runs/tem     (TEM, Whittington et al. 2020)
     temt-spatial analyse runs/quick [steps=6000 sizes=[11,11]]   (grid/band/place cells, report.md)
     temt-spatial sweep configs/spatial/sweeps/quick-seeds.yaml --out runs/quick-seeds [--resume]
     temt-spatial config [--config FILE] [key=value ...]          (the resolved training config, as YAML)
@@ -58,7 +59,7 @@ def _analyse(args) -> int:
     from .analyse import AnalysisConfig, analyse_model
     from .report import write_report
     acfg, model, config, step = _load_run(args, AnalysisConfig)
-    analysis = analyse_model(model, config, acfg)
+    analysis = analyse_model(model, config, acfg, step=step)
     out = args.out or f"{args.run_dir}/analysis"
     report = write_report(analysis, out, args.run_dir, config, step, acfg)
     mean = analysis.metrics["mean_over_worlds"]
@@ -76,6 +77,9 @@ def _scaling(args) -> int:
 
     from .scaling import ScalingConfig, memory_scaling, plot_scaling
     cfg, model, config, step = _load_run(args, ScalingConfig)
+    if config.model_kind != "temt":
+        raise ConfigError(f"scaling measures TEM-t's memory store (memories held, deduplication); {args.run_dir} is "
+                          f"a model_kind={config.model_kind} run, whose memory is a fixed-size Hebbian matrix")
     rows = memory_scaling(model, config, cfg)
     out = Path(args.out or f"{args.run_dir}/scaling")
     out.mkdir(parents=True, exist_ok=True)
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="temt-spatial", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train TEM-t on random walks")
+    train = sub.add_parser("train", help="train TEM-t (or TEM: model_kind=tem) on random walks")
     train.add_argument("--config", help="YAML file overriding the defaults (configs/spatial/*.yaml)")
     train.add_argument("--out", help="run directory to create")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")

@@ -3,13 +3,20 @@
 Defaults are TEM's where the spec gives them (batch 16, chunks of 75 steps, Adam with TEM's learning-rate decay,
 gradient-norm clip 2, TEM's world widths, n_x = 45); configs/spatial/*.yaml override them, and `key=value`
 arguments override the file (for example `model.activation=linear train.steps=500`).
+
+Two models train on the same walks: `model_kind: temt` (TEM-t, configured by `model:`) and `model_kind: tem` (TEM,
+Whittington et al. 2020, temt_core/tem.py, configured by `tem:`; configs/spatial/tem.yaml). Both sections are
+always listed with their defaults; the section of the model that is not trained must stay at its defaults, so that
+a key meant for one model is never silently ignored by the other.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
+from temt_core.config import to_dict
 from temt_core.model import TEMtConfig
+from temt_core.tem import TEMConfig
 
 from .walks import WalkConfig
 
@@ -71,21 +78,54 @@ class EvalConfig:
         check_numbers("eval", self, {"seed": (self.seed >= 0, ">= 0")})
 
 
+MODEL_KINDS = ("temt", "tem")
+
+
 @dataclass
 class SpatialConfig:
+    model_kind: str = "temt"             # 'temt': TEM-t (the `model` section) | 'tem': TEM, Whittington et al. 2020
+                                         # (the `tem` section; temt_core/tem.py)
     model: TEMtConfig = field(default_factory=TEMtConfig)
+    tem: TEMConfig = field(default_factory=TEMConfig)
     walks: WalkConfig = field(default_factory=WalkConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self):
-        if self.model.n_stimuli != self.walks.n_stimuli:
-            raise ValueError(f"model.n_stimuli ({self.model.n_stimuli}) must equal walks.n_stimuli "
+        if self.model_kind not in MODEL_KINDS:
+            raise ValueError(f"model_kind must be one of {MODEL_KINDS} (got {self.model_kind!r})")
+        self._check_unused_section()
+        section = self.model_section
+        if section.n_stimuli != self.walks.n_stimuli:
+            raise ValueError(f"{self.section_name}.n_stimuli ({section.n_stimuli}) must equal walks.n_stimuli "
                              f"({self.walks.n_stimuli})")
         n_actions = {"hex": 7, "square": 5}.get(self.walks.kind)     # graph worlds: checked against the worlds
-        if n_actions is not None and self.model.n_actions != n_actions:
-            raise ValueError(f"model.n_actions must be {n_actions} for {self.walks.kind} worlds "
-                             f"(got {self.model.n_actions})")
+        if n_actions is not None and section.n_actions != n_actions:
+            raise ValueError(f"{self.section_name}.n_actions must be {n_actions} for {self.walks.kind} worlds "
+                             f"(got {section.n_actions})")
+
+    @property
+    def section_name(self) -> str:
+        """The config section of the trained model: 'model' (TEM-t) or 'tem'."""
+        return "tem" if self.model_kind == "tem" else "model"
+
+    @property
+    def model_section(self):
+        """The trained model's config: a TEMtConfig or a TEMConfig."""
+        return self.tem if self.model_kind == "tem" else self.model
+
+    def _check_unused_section(self) -> None:
+        """The section of the model that is not trained must hold its defaults: a TEM key given to a TEM-t run (or
+        the reverse) would otherwise be ignored without a word."""
+        unused, cls = ("model", TEMtConfig) if self.model_kind == "tem" else ("tem", TEMConfig)
+        default, given = to_dict(cls()), to_dict(getattr(self, unused))
+        changed = [f"{unused}.{k}" for k in given if given[k] != default[k]]
+        if changed:
+            owner = "TEM-t" if unused == "model" else "TEM"
+            raise ValueError(f"{', '.join(changed)} {'is a' if len(changed) == 1 else 'are'} {owner} key"
+                             f"{'' if len(changed) == 1 else 's'}, but this run trains model_kind="
+                             f"{self.model_kind}, which does not read the {unused!r} section (set model_kind="
+                             f"{'temt' if unused == 'model' else 'tem'} or remove the key)")
 
 
 def check_numbers(section: str, cfg, rules: dict[str, tuple[bool, str]]) -> None:

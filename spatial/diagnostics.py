@@ -325,14 +325,31 @@ def step_cosine(positions: np.ndarray, actions: np.ndarray, stay_action=None) ->
     return float(cos[move].mean()) if move.any() else float("nan")
 
 
+def _position_module(model):
+    """The model's RecurrentPositions: TEM-t's `positions`, TEM's path integration `path` (g W_a, clamped)."""
+    return model.path if getattr(model, "path", None) is not None else model.positions
+
+
+def _side_lobes(rollout, model) -> dict:
+    """side_lobe_ratio; for TEM, whose memory is a Hebbian matrix with no stored slots to attend to, NaN with 0
+    steps (the quantity does not exist), not an error."""
+    from temt_core.tem import TEM
+    if isinstance(model, TEM):
+        return {"all": float("nan"), "revisit": float("nan"), "steps": 0,
+                "not_applicable": "TEM's memory is a Hebbian matrix: no attention over stored memories"}
+    return side_lobe_ratio(rollout)
+
+
 def diagnose(rollout, model) -> dict:
     """All diagnostics of one rollout (run_rollout with record_positions=True and record_side_lobe=True) of
-    `model` (a TEMt: its transitions and its clamp). Nested dict, JSON-ready."""
+    `model` (a TEMt: its transitions and its clamp; or a TEM: its path integration of g, with g as positions).
+    Nested dict, JSON-ready."""
     r = rollout
     if r.positions is None:
         raise ValueError("diagnose needs the positions: run_rollout(..., record_positions=True)")
     lags, cos = revisit_cosines(r.positions, r.nodes, r.actions, r.stay_action)
-    W = model.positions.transition_matrices().detach().cpu()
+    positions = _position_module(model)
+    W = positions.transition_matrices().detach().cpu()
     pairs = common_inverse_pairs(r.worlds)
     return {
         "accuracy_by_length": accuracy_by_length(r),
@@ -340,10 +357,10 @@ def diagnose(rollout, model) -> dict:
         "drift": bin_by_lag(lags, cos, LAG_EDGES),
         "drift_curve": bin_by_lag(lags, cos, CURVE_LAG_EDGES),
         "transitions": transition_consistency(W, pairs, r.worlds[0].action_names),
-        "saturation": saturation(r.positions, model.positions.bound),
+        "saturation": saturation(r.positions, positions.bound),
         "norm_by_quarter": norm_by_quarter(r.positions),
         "locations": locations_per_unit(r.positions, r.nodes, r.n_nodes),
-        "side_lobe": side_lobe_ratio(r),
+        "side_lobe": _side_lobes(r, model),
         "step_cosine": step_cosine(r.positions, r.actions, r.stay_action),
         "landmark_gate": float(r.gate.mean()) if r.gate is not None else float("nan"),
     }

@@ -1,9 +1,16 @@
-"""Run a trained TEM-t over fresh walks and keep what evaluation and analysis need.
+"""Run a trained TEM-t (or TEM) over fresh walks and keep what evaluation and analysis need.
 
     rollout = run_rollout(model, WalkConfig(...), n_worlds=16, steps=2000, seed=123, record_positions=True)
 
 One world per batch slot, walked for `steps` steps from a RESET, fed to the model in chunks exactly as in
 training (state and memory carried). Everything is returned as numpy arrays of shape (B, T, ...).
+
+TEM (temt_core.tem.TEM) has no memory slots: its memory is a Hebbian matrix over the conjunctive cells p. For a
+TEM rollout `positions` are its inferred g (the grid cells), `memory_neurons` its inferred p (B, T, P), one neuron
+per p unit (the same unit in every world, so remapping compares like with like), and the slot records (`stored`,
+`memories_at_end`, `side_lobe`) are None: they describe an attention over stored memories that TEM does not have.
+A TEM forward needs the gradient step it was trained to (`step`): its Hebbian rates and its reliance on the memory
+follow a schedule in the step, so the same weights evaluated at step 0 would be another model.
 """
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ import numpy as np
 import torch
 
 from temt_core.model import TEMt
+from temt_core.tem import TEM
 
 from .walks import WalkConfig, WalkStream
 
@@ -51,18 +59,24 @@ class Rollout:
 
 
 @torch.no_grad()
-def run_rollout(model: TEMt, walks: WalkConfig, n_worlds: int, steps: int, seed: int, chunk_length: int = 75,
+def run_rollout(model: TEMt | TEM, walks: WalkConfig, n_worlds: int, steps: int, seed: int, chunk_length: int = 75,
                 record_positions: bool = False, record_memory_neurons: bool = False,
                 device: str | torch.device = "cpu", worlds: list | None = None,
-                max_memory_neurons: int = 1024, record_side_lobe: bool = False) -> Rollout:
+                max_memory_neurons: int = 1024, record_side_lobe: bool = False, step: int | None = None) -> Rollout:
     """worlds: slot b walks worlds[b % len(worlds)] (default: random worlds of the walk config).
     max_memory_neurons: memory neurons (store slots) recorded per world; later memories are not recorded.
     record_side_lobe: keep, per step, the fraction of attention weight on memories stored far from the true node
     (side_lobe_fraction): one (B, T) number per step, computed chunk by chunk on the model's device, so it costs
-    one scatter over the keys per chunk instead of keeping (B, T, K) memory neurons."""
-    # evaluation walks have exactly `steps` steps, whatever curriculum training used
-    stream = WalkStream(replace(walks, walk_length=(steps, steps), curriculum_chunks=0), n_worlds, seed=seed,
-                        worlds=worlds, fixed=worlds is not None)
+    one scatter over the keys per chunk instead of keeping (B, T, K) memory neurons.
+    step: TEM only (required there; a TEM-t forward does not depend on it): the gradient step of the weights,
+    for TEM's schedules."""
+    if isinstance(model, TEM):
+        if step is None:
+            raise ValueError("run_rollout of a TEM needs step= the gradient step its weights were trained to (its "
+                             "Hebbian rates and memory reliance follow temt_core.tem.schedule(step))")
+        return _tem_rollout(model, walks, n_worlds, steps, seed, chunk_length, record_positions,
+                            record_memory_neurons, device, worlds, max_memory_neurons, step)
+    stream = _walk_stream(walks, n_worlds, steps, seed, worlds)
     was_training = model.training
     model.eval()
     chunks, correct, positions, neurons, stored, side, gates = [], [], [], [], [], [], []
@@ -87,17 +101,52 @@ def run_rollout(model: TEMt, walks: WalkConfig, n_worlds: int, steps: int, seed:
                 lobes = _SideLobes([stream.world_pool[int(i)] for i in chunk["world_index"][:, 0]], steps, device)
             side.append(lobes.record(out, torch.from_numpy(chunk["nodes"]).to(device)))
     model.train(was_training)
+    return _collect(stream, walks, chunks, correct, positions,
+                    memory_neurons=_concat_slots(neurons) if neurons else None,
+                    memories_at_end=state.memory.valid.sum(1).cpu().numpy(),
+                    stored=np.concatenate(stored, 1), side_lobe=np.concatenate(side, 1) if side else None,
+                    gate=np.concatenate(gates, 1) if gates else None)
+
+
+def _collect(stream, walks, chunks, correct, positions, **model_records) -> Rollout:
+    """The Rollout of a walk stream's chunks: what every model shares, plus the model's own records."""
     cat = lambda k: np.concatenate([c[k] for c in chunks], 1)
     worlds = [stream.world_pool[int(i)] for i in cat("world_index")[:, 0]]
     return Rollout(x=cat("x"), actions=cat("actions"), nodes=cat("nodes"), revisit=cat("revisit"),
                    new_edge=cat("new_edge"), edge_seen=cat("edge_seen"), n_visited=cat("n_visited"),
                    n_nodes=np.array([w.n_nodes for w in worlds]), correct=np.concatenate(correct, 1),
                    stay_action=worlds[0].stay_action, n_stimuli=walks.n_stimuli, worlds=worlds,
-                   positions=np.concatenate(positions, 1) if positions else None,
-                   memory_neurons=_concat_slots(neurons) if neurons else None,
-                   memories_at_end=state.memory.valid.sum(1).cpu().numpy(),
-                   stored=np.concatenate(stored, 1), side_lobe=np.concatenate(side, 1) if side else None,
-                   gate=np.concatenate(gates, 1) if gates else None)
+                   positions=np.concatenate(positions, 1) if positions else None, **model_records)
+
+
+def _walk_stream(walks: WalkConfig, n_worlds: int, steps: int, seed: int, worlds) -> WalkStream:
+    """Evaluation walks have exactly `steps` steps, whatever curriculum training used."""
+    return WalkStream(replace(walks, walk_length=(steps, steps), curriculum_chunks=0), n_worlds, seed=seed,
+                      worlds=worlds, fixed=worlds is not None)
+
+
+def _tem_rollout(model: TEM, walks, n_worlds, steps, seed, chunk_length, record_positions, record_memory_neurons,
+                 device, worlds, max_memory_neurons, step) -> Rollout:
+    """run_rollout for TEM: the same walks (same stream, same chunks); g as positions, p as memory neurons."""
+    stream = _walk_stream(walks, n_worlds, steps, seed, worlds)
+    was_training = model.training
+    model.eval()
+    chunks, correct, positions, neurons = [], [], [], []
+    state = None
+    for lo in range(0, steps, chunk_length):
+        chunk = stream.next_chunk(min(chunk_length, steps - lo))
+        x = torch.from_numpy(chunk["x"]).to(device)
+        out = model(x, torch.from_numpy(chunk["actions"]).to(device), state, step=step)
+        state = out.state
+        correct.append((out.logits.argmax(-1) == x).cpu().numpy())     # x_gt: predicted before x_t is seen
+        chunks.append(chunk)
+        if record_positions:
+            positions.append(out.g.float().cpu().numpy())
+        if record_memory_neurons:
+            neurons.append(out.p[..., :max_memory_neurons].float().cpu().numpy())
+    model.train(was_training)
+    return _collect(stream, walks, chunks, correct, positions,
+                    memory_neurons=np.concatenate(neurons, 1) if neurons else None)
 
 
 def side_lobe_fraction(weights: torch.Tensor, key_nodes: torch.Tensor, query_nodes: torch.Tensor,

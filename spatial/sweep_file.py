@@ -165,6 +165,9 @@ def load_sweep(path: str | Path) -> list[Member]:
                     config = from_dict(SpatialConfig, merge_dicts(base_dict, _nest(overrides)))
                 except ConfigError as err:
                     raise ConfigError(f"{where}: {err}") from None
+                if config.model_kind != "temt":          # populations stack TEM-t weights only
+                    raise ConfigError(f"{where}: model_kind={config.model_kind!r}: sweeps train populations of "
+                                      "TEM-t models; train TEM runs one by one with `temt-spatial train`")
                 name = _member_name(len(out), overrides) if label is None else \
                     label + "".join(f"_{k.split('.')[-1]}={v}" for k, v in point.items()) + \
                     ("" if seed is None else f"-seed{seed}")

@@ -1,4 +1,4 @@
-"""Train TEM-t on random walks in graph worlds, with periodic evaluation on fresh worlds.
+"""Train TEM-t (or TEM: model_kind=tem) on random walks in graph worlds, with periodic evaluation on fresh worlds.
 
     temt-spatial train --config configs/spatial/quick.yaml --out runs/quick train.steps=500
     python -m spatial train --config configs/spatial/quick.yaml --out runs/quick
@@ -14,6 +14,11 @@ A run directory (temt_core.rundir, shared with the language package) holds:
     run.lock          held while a trainer writes the run
 A checkpoint holds the model, the optimizer, the walk generator (worlds, positions, RNG) and the model's carried
 state (positions and memories), so a resumed run continues with exactly the numbers an uninterrupted run gets.
+
+TEM (model_kind=tem, temt_core/tem.py) trains through the same loop on the same walks: its forward gets the gradient
+step (its Hebbian rates and loss weights follow a schedule in the step), its `logits` are the prediction x_gt made
+before x_t is seen (zero-shot accuracy as for TEM-t), its inferred g stands in for TEM-t's positions e (isometry
+control, evaluation diagnostics) and its conjunctive cells p for the memory neurons (spatial.rollout).
 """
 from __future__ import annotations
 
@@ -25,11 +30,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from temt_core.checkpoint import flatten, unflatten
+from temt_core.checkpoint import CheckpointError, flatten, unflatten
 from temt_core.config import to_dict
 from temt_core.rundir import RunDir, check_resume_config
 from temt_core.rundir import load_run_config as _load_run_config
 from temt_core.model import TEMt, TEMtState
+from temt_core.tem import TEM, TEMOutput, TEMState
 
 from .config import SpatialConfig, check_device
 from .diagnostics import diagnose, flat_diagnostics
@@ -48,6 +54,47 @@ def learning_rate(step: int, cfg) -> float:
     return max(cfg.lr_min, cfg.lr_min + (cfg.lr_max - cfg.lr_min) * 0.5 ** (step / cfg.lr_half_life))
 
 
+def build_model(config: SpatialConfig) -> TEMt | TEM:
+    """The model that config.model_kind names, from its config section (uses the torch RNG: seed first)."""
+    return TEM(config.tem) if config.model_kind == "tem" else TEMt(config.model)
+
+
+def model_kind_of(meta_config: dict) -> str:
+    """model_kind of a saved config dict (checkpoint meta or config.yaml); runs saved before TEM was added are
+    TEM-t runs."""
+    return meta_config.get("model_kind", "temt") if isinstance(meta_config, dict) else "temt"
+
+
+def load_model_weights(model, tensors: dict, where, kind: str, saved_kind: str) -> None:
+    """The checkpoint's `model.*` tensors into `model`; a checkpoint of the other model kind, or one whose tensors
+    do not fit, is a CheckpointError naming the file (never a load_state_dict traceback)."""
+    if saved_kind != kind:
+        raise CheckpointError(f"{where} holds a model_kind={saved_kind} model, but it is being loaded as "
+                              f"model_kind={kind}; nothing was changed")
+    weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    expected = model.state_dict()
+    missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    wrong = [k for k in expected if k in weights and weights[k].shape != expected[k].shape]
+    if missing or extra or wrong:
+        detail = "; ".join(f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}" for label, keys in
+                           (("missing", missing), ("unexpected", extra), ("wrong shape", wrong)) if keys)
+        raise CheckpointError(f"{where}: its model tensors do not fit a model_kind={kind} model with this config "
+                              f"({detail}); nothing was changed")
+    model.load_state_dict(weights)
+
+
+def state_from_tensors(tensors: dict, kind: str, device, where) -> TEMtState | TEMState | None:
+    """The carried model state of a checkpoint (`state.*` tensors): TEMState for TEM, TEMtState for TEM-t."""
+    state = {k[6:]: v.to(device) for k, v in tensors.items() if k.startswith("state.")}
+    if not state:
+        return None
+    try:
+        return TEMState.from_tensors(state) if kind == "tem" else TEMtState.from_tensors(state)
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{where}: its carried state does not fit a model_kind={kind} model "
+                              f"({type(err).__name__}: {err}); nothing was changed") from None
+
+
 class Trainer:
     def __init__(self, config: SpatialConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
                  worlds: list | None = None, overwrite: bool = False):
@@ -56,19 +103,21 @@ class Trainer:
         anything unless overwrite=True (which deletes it)."""
         self.config, self.run_dir, self.progress, self.worlds = config, Path(run_dir), progress, worlds
         if worlds is not None:
-            wrong = [w.name for w in worlds if w.n_actions != config.model.n_actions]
+            n_actions = config.model_section.n_actions
+            wrong = [w.name for w in worlds if w.n_actions != n_actions]
             if wrong:
                 raise ValueError(f"world(s) {', '.join(wrong)} have a different number of actions than "
-                                 f"model.n_actions={config.model.n_actions}")
+                                 f"{config.section_name}.n_actions={n_actions}")
         t = config.train
         check_device(t.device)                  # a GPU that is not there: a named error, before any work
         torch.set_num_threads(t.threads)
         self.device = torch.device(t.device)
         torch.manual_seed(t.seed)
-        self.model = TEMt(config.model).to(self.device)
+        self.kind = config.model_kind
+        self.model = build_model(config).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=learning_rate(0, t))
         self.walks = WalkStream(config.walks, t.batch_size, seed=t.seed, worlds=worlds)
-        self.state: TEMtState | None = None
+        self.state: TEMtState | TEMState | None = None
         self.step = 0
         self.tb = None
         self.overwrite = overwrite
@@ -87,14 +136,23 @@ class Trainer:
 
     def _resume(self) -> None:
         self.rundir = RunDir.open(self.run_dir)
-        ckpt, tensors, meta = self.rundir.resume_point(require=("step", "config", "optimizer", "walk_rng"))
-        check_resume_config(meta["config"], to_dict(self.config), RESUMABLE_CHANGES, str(ckpt))
-        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        try:                                   # every check before anything in the run directory is rewritten
+            ckpt, tensors, meta = self.rundir.resume_point(require=("step", "config", "optimizer", "walk_rng"))
+            saved_kind = model_kind_of(meta["config"])
+            if saved_kind != self.kind:
+                raise CheckpointError(f"{ckpt} holds a model_kind={saved_kind} run, but the config to resume it "
+                                      f"with says model_kind={self.kind}; nothing was changed")
+            check_resume_config(meta["config"], to_dict(self.config), RESUMABLE_CHANGES, str(ckpt),
+                                type(self.config))
+            load_model_weights(self.model, tensors, ckpt, self.kind, saved_kind)
+            state = state_from_tensors(tensors, self.kind, self.device, ckpt)
+        except BaseException:
+            self.rundir.close()                # release run.lock: a failed resume leaves the run as it was
+            raise
         self.optimizer.load_state_dict(unflatten(meta["optimizer"], tensors))
         self.walks.load_state_dict({"arrays": {k[6:]: v.numpy() for k, v in tensors.items() if k.startswith("walks.")},
                                     "rng": meta["walk_rng"]})
-        self.state = TEMtState.from_tensors({k[6:]: v.to(self.device) for k, v in tensors.items()
-                                             if k.startswith("state.")})
+        self.state = state
         self.step = meta["step"]
         torch.set_rng_state(tensors["rng.torch"])
         self.rundir.write_config(self.config)
@@ -129,12 +187,14 @@ class Trainer:
         mask = revisit if t.loss_on == "revisit" else None
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, t)
-        out = self.model(x, a, self.state, loss_mask=mask)
+        # TEM's Hebbian rates and loss weights follow the gradient step (temt_core.tem.schedule)
+        out = self.model(x, a, self.state, loss_mask=mask, **({"step": self.step} if self.kind == "tem" else {}))
         loss, extra = out.loss, {}
         if t.w_isometry:                   # the positive control: true displacements enter the loss
             xy = node_coordinates(self.walks.world_pool, chunk["world_index"], chunk["nodes"])
             world = torch.from_numpy(chunk["world"]).to(self.device)
-            iso = isometry_loss(out.e, torch.from_numpy(xy).to(out.e), world, scale=t.isometry_scale)
+            e = positions_of(out)
+            iso = isometry_loss(e, torch.from_numpy(xy).to(e), world, scale=t.isometry_scale)
             loss, extra = loss + t.w_isometry * iso, {"isometry": iso.item()}
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -147,7 +207,7 @@ class Trainer:
                 "grad_norm": float(grad_norm), "correct": correct}
 
     def evaluate(self) -> dict:
-        return evaluate(self.model, self.config, self.device, self.worlds)
+        return evaluate(self.model, self.config, self.device, self.worlds, step=self.step)
 
     def run(self) -> dict:
         try:
@@ -215,13 +275,20 @@ class Trainer:
         self.tb = SummaryWriter(str(self.run_dir / "tb"))
 
 
-def evaluate(model: TEMt, config: SpatialConfig, device, worlds: list | None = None) -> dict:
+def positions_of(out) -> torch.Tensor:
+    """The position code of a forward's output: TEM-t's e, TEM's inferred g."""
+    return out.g if isinstance(out, TEMOutput) else out.e
+
+
+def evaluate(model: TEMt | TEM, config: SpatialConfig, device, worlds: list | None = None,
+             step: int | None = None) -> dict:
     """Accuracy on fresh worlds, and the diagnostics that explain it (spatial.diagnostics): flat scalar keys
     (logged to metrics.jsonl) plus the nested `by_coverage` rows and `diagnostics` dict (metrics.json).
-    Single runs and sweep members are evaluated by this one function."""
+    Single runs and sweep members are evaluated by this one function. step: the gradient step the model was
+    trained to (TEM only: its memory rates follow it; see spatial.rollout.run_rollout)."""
     e = config.eval
     r = run_rollout(model, config.walks, e.n_worlds, e.steps, e.seed, chunk_length=config.train.chunk_length,
-                    device=device, worlds=worlds, record_positions=True, record_side_lobe=True)
+                    device=device, worlds=worlds, record_positions=True, record_side_lobe=True, step=step)
     summary = accuracy_summary(r.correct, r.revisit, r.new_edge, r.edge_seen, r.actions, r.n_stimuli)
     summary["by_coverage"] = accuracy_by_coverage(r.correct, r.revisit, r.edge_seen, r.actions, r.n_visited,
                                                   r.n_nodes, r.n_stimuli, new_edge=r.new_edge)

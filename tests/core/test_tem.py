@@ -144,6 +144,26 @@ def test_fused_memory_functions_equal_their_definitions(hierarchical):
         torch.testing.assert_close(g, r, rtol=1e-11, atol=1e-11)
 
 
+def test_fused_hebbian_clamp_boundary_and_fast_products_match_autograd():
+    """The fused update's gradient at the clamp's edge (pre exactly +-1 passes, beyond it stops, as autograd's
+    clamp), and the matrix-vector forms of the backward (kappa_plus_back, G v^T) against plain products."""
+    from temt_core.tem import kappa_plus_back
+    M0 = torch.tensor([[[1.0, -1.0, 1.5], [-2.0, 0.25, 1.0], [0.0, -1.0, 3.0]]], dtype=torch.float64)
+    zero = torch.zeros(1, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(1, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    grads = []
+    for store in (hebbian_update, fused_hebbian_update):
+        M = M0.clone().requires_grad_()
+        (store(M, zero, zero, 1.0, 1.0) * w).sum().backward()      # update 0: pre = M exactly
+        grads.append(M.grad)
+    assert torch.equal(grads[0], grads[1]) and torch.equal(grads[0], w * (M0.abs() <= 1))
+    g = torch.Generator().manual_seed(1)
+    M, dpre = torch.randn(3, 7, 7, dtype=torch.float64, generator=g), torch.randn(3, 2, 7, dtype=torch.float64,
+                                                                                   generator=g)
+    torch.testing.assert_close(kappa_plus_back(dpre, M, 0.8), 0.8 * dpre + dpre @ M.transpose(1, 2),
+                               rtol=1e-14, atol=1e-14)
+
+
 def test_model_fused_path_equals_reference_path():
     m = _model()
     x, a = _data(B=3, T=8)

@@ -221,6 +221,7 @@ def test_a_diverging_member_is_dropped_and_the_others_go_on(tmp_path, capsys, mo
     ("base: {model: {pos_dimm: 3}}\n", r"base: unknown config key 'model.pos_dimm'"),
     ("grid: {model.w_reg_e: [0.1, 0.1]}\n", r"have the same config"),
     ("- 1\n", r"the top level must be a mapping"),
+    ("base: {model_kind: tem}\nseeds: [0]\n", r"model_kind='tem': sweeps train populations of TEM-t models"),
 ])
 def test_bad_sweep_files_are_reported(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
