@@ -18,7 +18,12 @@ def test_every_example_says_what_it_shows_and_stays_short():
         assert len(text.splitlines()) <= 50, path.name
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+# the two longest (10-16 s each on a loaded machine) run with -m slow; the default suite keeps the other two
+SLOW_EXAMPLES = {"export_hf", "graph_world"}
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW_EXAMPLES else p
+                                  for p in EXAMPLES], ids=lambda p: p.stem)
 def test_example_runs(path, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg", PYTHONPATH=str(ROOT))
     out = tmp_path / "out"

@@ -1,6 +1,8 @@
 """The command line: train/evaluate/export/actions/study on a toy treebank, and clear errors for bad input."""
 import json
 
+import pytest
+
 from lang_toydata import tiny_overrides
 from language.cli import main
 from language.report import collect
@@ -23,6 +25,7 @@ def test_malformed_treebank_reports_file_and_line(tmp_path, capsys):
     assert "skipped 1" in capsys.readouterr().out
 
 
+@pytest.mark.slow          # 25 s on a loaded machine: the whole CLI path end to end
 def test_train_evaluate_export_and_study(toy_root, tmp_path, capsys):
     run = tmp_path / "s"
     assert main(["train", "--out", str(run), *tiny_overrides(toy_root, **{"train.steps": 20})]) == 0
