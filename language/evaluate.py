@@ -97,17 +97,11 @@ def beam_marginal(model, sentences: Sequence[Sequence[int]], K: int, max_rows: i
     if not max_rows:
         max_rows = max(1, (1 << 24) // (C * V))            # ~64 MB of float32 log-probabilities per call
     out = np.zeros(len(sentences))
-    by_len = defaultdict(list)
-    for i, s in enumerate(sentences):
-        by_len[len(s)].append(i)
-    for L, members in by_len.items():
-        group = max(1, max_rows // K)
-        for start in range(0, len(members), group):
-            idx = members[start:start + group]
-            ids = torch.as_tensor([list(sentences[i]) for i in idx], device=device)     # (S, L)
-            prop = _proposal_tensor(proposals, idx, L, device) if proposals is not None else None
-            cont = _continuation_tensor(continuation, idx, L, device) if continuation is not None else None
-            out[idx] = _beam_group(model, ids, K, C, action_top, max_rows, prop, cont, cont_id).cpu().numpy()
+    for L, idx in _length_groups(sentences, max(1, max_rows // K)):
+        ids = torch.as_tensor([list(sentences[i]) for i in idx], device=device)         # (S, L)
+        prop = _proposal_tensor(proposals, idx, L, device) if proposals is not None else None
+        cont = _continuation_tensor(continuation, idx, L, device) if continuation is not None else None
+        out[idx] = _beam_group(model, ids, K, C, action_top, max_rows, prop, cont, cont_id).cpu().numpy()
     return out
 
 
@@ -133,6 +127,17 @@ def _continuation_tensor(continuation, idx, L, device):
     return torch.as_tensor(rows, dtype=torch.bool, device=device)
 
 
+def _length_groups(sentences: Sequence[Sequence[int]], size: int):
+    """(L, indices) batches of at most `size` sentences of one length L each (no padding needed), in input order
+    within a length."""
+    by_len = defaultdict(list)
+    for i, s in enumerate(sentences):
+        by_len[len(s)].append(i)
+    for L, members in by_len.items():
+        for start in range(0, len(members), size):
+            yield L, members[start:start + size]
+
+
 def _proposal_tensor(proposals, idx, L, device):
     """(S, L-1) action ids, with -1 rows where a sentence has no proposal."""
     rows = []
@@ -156,15 +161,10 @@ def proposal_logp(model, sentences: Sequence[Sequence[int]], proposals: Sequence
     model.eval()
     device = next(model.parameters()).device
     out = np.full(len(sentences), -math.inf)
-    by_len = defaultdict(list)
-    for i, s in enumerate(sentences):
-        by_len[len(s)].append(i)
-    for L, members in by_len.items():
-        for start in range(0, len(members), batch):
-            idx = members[start:start + batch]
-            ids = torch.as_tensor([list(sentences[i]) for i in idx], device=device)       # (S, L)
-            prop = _proposal_tensor(proposals, idx, L, device)                          # (S, L-1), -1 rows: none
-            out[idx] = _proposal_logp(model, ids, prop).double().cpu().numpy()
+    for L, idx in _length_groups(sentences, batch):
+        ids = torch.as_tensor([list(sentences[i]) for i in idx], device=device)           # (S, L)
+        prop = _proposal_tensor(proposals, idx, L, device)                              # (S, L-1), -1 rows: none
+        out[idx] = _proposal_logp(model, ids, prop).double().cpu().numpy()
     return out
 
 

@@ -69,9 +69,10 @@ def per_sentence(test: dict, kind: str) -> dict[str, np.ndarray]:
         out["conditional"] = w
         for K, v in test.get("beam", {}).items():
             out[f"beam{K}"] = np.array(v)
-        if test.get("proposal_nll") is not None:            # a parser's parse: -log p(words, parse)
-            out["parser"] = bounds_of(test)[-1]
-        out["best"] = np.min(np.stack(bounds_of(test)), 0)
+        bounds = bounds_of(test)
+        if test.get("proposal_nll") is not None:            # a parser's parse: -log p(words, parse), listed last
+            out["parser"] = bounds[-1]
+        out["best"] = np.min(np.stack(bounds), 0)
     return out
 
 

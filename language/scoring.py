@@ -179,8 +179,7 @@ def bounds_of(res: dict) -> list[np.ndarray]:
 def headline(cfg, res: dict) -> tuple[str, float]:
     """The number a run is judged by on these scores: exact word perplexity, the best word-perplexity bound of a
     structure-predicting model, or (structure given) the conditional number, labelled so."""
-    n = np.array(res["n_tokens"])
-    w, a = np.array(res["word_nll"]), np.array(res["action_nll"])
+    n, w = np.array(res["n_tokens"]), np.array(res["word_nll"])
     if cfg.model.predicts_structure:
         return "best bound", ppl(np.min(np.stack(bounds_of(res)), 0), n)
     if cfg.model.structure == "given" or cfg.model.kind == "tree":

@@ -76,18 +76,25 @@ def evaluate_run(run_dir: str | Path, split: str = "test", force: bool = False, 
         if split == "test":
             raise ConfigError(f"{out_path} exists: the test split of this run was already scored (test is touched "
                               "once; pass --force only to recompute the same numbers, never to tune)")
-    cfg = with_eval_overrides(load_run_config(run_dir), overrides)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    device = device_for(cfg)
-    model = load_trained(run_dir, device=device)
-    data = prepare(cfg.data, shuffle_seed=cfg.train.seed, splits=(split,), vocab_dir=run_dir)
+    cfg, model, data, device = _load_for_scoring(run_dir, split, overrides)
     ds = data.splits[split]
     props = proposals_for(cfg, ds, data.trees[split], data.actions, parser) if cfg.model.predicts_structure \
         else None
     res = score_dataset(model, cfg, ds, data.actions, device, log, props)
     atomic_write_text(out_path, json.dumps(res))
     return res
+
+
+def _load_for_scoring(run_dir: Path, split: str, overrides: list[str] | None):
+    """A run's config (eval.* overrides applied), its best model on the scoring device, and `split` encoded with the
+    run's own vocabularies."""
+    cfg = with_eval_overrides(load_run_config(run_dir), overrides)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = device_for(cfg)
+    model = load_trained(run_dir, device=device)
+    data = prepare(cfg.data, shuffle_seed=cfg.train.seed, splits=(split,), vocab_dir=run_dir)
+    return cfg, model, data, device
 
 
 def add_proposal_bound(run_dir: str | Path, parser: str, split: str = "test", log=print) -> dict:
@@ -98,13 +105,12 @@ def add_proposal_bound(run_dir: str | Path, parser: str, split: str = "test", lo
     path = run_dir / f"{split}.json"
     if not path.is_file():
         raise ConfigError(f"{path} does not exist: score the split first (temt-language evaluate {run_dir})")
-    cfg = with_eval_overrides(load_run_config(run_dir), ["eval.proposals=parser"])
-    if not cfg.model.predicts_structure:
-        raise ConfigError(f"{run_dir}: model.structure={cfg.model.structure!r} predicts no actions, so a parse "
+    saved = load_run_config(run_dir)
+    if not saved.model.predicts_structure:
+        raise ConfigError(f"{run_dir}: model.structure={saved.model.structure!r} predicts no actions, so a parse "
                           "gives it no bound (its score is exact or conditional already)")
     res = json.loads(path.read_text())
-    model = load_trained(run_dir, device=device_for(cfg))
-    data = prepare(cfg.data, shuffle_seed=cfg.train.seed, splits=(split,), vocab_dir=run_dir)
+    cfg, model, data, _ = _load_for_scoring(run_dir, split, ["eval.proposals=parser"])
     ds = data.splits[split]
     if len(ds) != len(res["word_nll"]):
         raise ConfigError(f"{path} holds {len(res['word_nll'])} sentences but the split now has {len(ds)}: the data "
