@@ -99,6 +99,9 @@ class SpatialConfig:
         if section.n_stimuli != self.walks.n_stimuli:
             raise ValueError(f"{self.section_name}.n_stimuli ({section.n_stimuli}) must equal walks.n_stimuli "
                              f"({self.walks.n_stimuli})")
+        if self.model_kind == "temt" and self.model.n_stimuli_2:
+            raise ValueError(f"model.n_stimuli_2={self.model.n_stimuli_2}: spatial training feeds one stimulus "
+                             "stream; the two-stream model (claim C8) is shown by python -m spatial.conjunctions")
         n_actions = {"hex": 7, "square": 5}.get(self.walks.kind)     # graph worlds: checked against the worlds
         if n_actions is not None and section.n_actions != n_actions:
             raise ValueError(f"{self.section_name}.n_actions must be {n_actions} for {self.walks.kind} worlds "

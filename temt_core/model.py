@@ -27,6 +27,15 @@ Losses (TEM's set; parts are returned unweighted, `loss` is the weighted sum):
               or its mean over units, or a per-unit activity budget
     reg_w     L2 of the transition updates U_a = W_a - I                          (spec: 0.001)
     nonneg    squared negative part of the positions, only if w_nonneg > 0        (our addition, default off)
+    x2_pi     cross-entropy of the second stream's prediction, same position and steps as x_pi (n_stimuli_2 > 0)
+
+A second stimulus stream (claim C8, `n_stimuli_2 > 0`): every memory also holds a second stimulus x2 (another
+modality), so a memory is a (position, x, x2) triple conjunction. The keys stay the positions and the memory
+neurons stay the softmax over stored memories; only the values widen, from the one-hot x to [one-hot x; one-hot
+x2]. The same weights a_t,k that read stream 1 read stream 2 (SecondStream): p(x2) = sum_{k: x2_k = x2} a_t,k, so
+the stream adds n_stimuli_2 value (feature) neurons and not one memory neuron. A step repeats a stored
+conjunction only if both of its stimuli match (and the positions do). A naive TEM would instead need a conjunctive
+cell for every (g, x, x2) combination. Parallel and sequential paths only: landmark correction is refused.
 
 Quick use:
     model = TEMt(TEMtConfig(n_actions=5, n_stimuli=45))
@@ -39,7 +48,7 @@ Quick use:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn as nn
@@ -94,12 +103,22 @@ class TEMtConfig:
     w_reg_w: float = 0.001              # spec L3: weight L2 0.001, on the transition updates
     w_nonneg: float = 0.0               # penalty on negative activity, sum relu(-e)^2 (not in the paper: a soft
                                         # non-negativity for linear codes, spec L3 / Whittington et al. 2023)
+    w_x2_pi: float = 1.0                # the second stream's prediction loss, weighted as stream 1's (n_stimuli_2 > 0)
+    # a second stimulus stream (claim C8)
+    n_stimuli_2: int = 0                # 0: one stream (the paper's model). >0: every memory also stores one of this
+                                        # many second stimuli (forward(..., x2=)), read by the same memory neurons:
+                                        # n_stimuli_2 more value (feature) neurons, no more memory neurons
 
     def __post_init__(self):
         problems = []
         for name in ("n_actions", "n_stimuli", "pos_dim", "n_modules", "landmark_key_dim"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.n_stimuli_2 < 0:
+            problems.append(f"n_stimuli_2 must be >= 0, 0 for one stimulus stream (got {self.n_stimuli_2})")
+        if self.n_stimuli_2 and self.landmark is not None:
+            problems.append(f"n_stimuli_2={self.n_stimuli_2} needs landmark=None (got landmark={self.landmark!r}): "
+                            "landmark correction with a second stimulus stream is not implemented")
         if self.activation not in ACTIVATIONS:
             problems.append(f"activation must be one of {ACTIVATIONS} (got {self.activation!r})")
         if self.transition not in TRANSITIONS:
@@ -144,20 +163,25 @@ class TEMtState:
     memory: MemoryStore         # memories of the current world of every slot
     world: torch.Tensor         # (B,) id of each slot's current world (counts RESETs)
     count: torch.Tensor         # (B,) memories stored so far in the current world (next memory-neuron id)
+    x2: torch.Tensor | None = None   # (B, M) second-stream stimulus of each stored memory, column for column with
+                                     # `memory` (n_stimuli_2 > 0); None for one-stream models
 
     def detach(self) -> "TEMtState":
-        return TEMtState(self.e.detach(), self.memory.detach(), self.world, self.count)
+        return TEMtState(self.e.detach(), self.memory.detach(), self.world, self.count, self.x2)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """Flat dict for checkpoints (safetensors)."""
         out = {"e": self.e, "world": self.world, "count": self.count}
         out.update({f"memory.{k}": v for k, v in self.memory.tensors().items()})
+        if self.x2 is not None:
+            out["x2"] = self.x2
         return out
 
     @classmethod
     def from_tensors(cls, t: dict[str, torch.Tensor]) -> "TEMtState":
+        """States saved without `x2` (one-stream models, and every state saved before C8) load with x2=None."""
         memory = MemoryStore.from_tensors({k[len("memory."):]: v for k, v in t.items() if k.startswith("memory.")})
-        return cls(t["e"], memory, t["world"], t["count"])
+        return cls(t["e"], memory, t["world"], t["count"], t.get("x2"))
 
 
 @dataclass
@@ -173,6 +197,30 @@ class TEMtOutput:
     memory_neurons: torch.Tensor | None = None     # (B, T, K) softmax weights over the K keys below
     memory_ids: torch.Tensor | None = None   # (B, K) memory-neuron id (slot) of each key, -1 = not a memory
     stored: torch.Tensor | None = None       # (B, T) bool, the step's memory was stored (not a duplicate)
+    logits2: torch.Tensor | None = None      # (B, T, n_x2) second stream's prediction (n_stimuli_2 > 0)
+
+
+class SecondStream(nn.Module):
+    """The values and readout of a second stimulus stream (claim C8); its memories are stream 1's memories.
+
+    The memory neurons a_t,k (TEMtAttention's softmax over stored memories) are applied to one-hot codes of the
+    memories' stream-2 stimuli x2_k, exactly as TEMtAttention reads stream 1:
+        p(x2)_t = sum_{k: x2_k = x2} a_t,k              (B, T, n_x2) the stream-2 distribution the memories hold
+        logits2_t = (p(x2)_t W_x2) W_out2 + b2           (B, T, n_x2)
+    W_x2 is n_x2 x n_x2 (d_v = n_x2, as stream 1's default d_v = n_x): n_x2 more value (feature) neurons.
+    """
+
+    def __init__(self, n_stimuli: int):
+        super().__init__()
+        self.n_stimuli = n_stimuli
+        self.W_x = nn.Embedding(n_stimuli, n_stimuli)
+        self.readout = nn.Linear(n_stimuli, n_stimuli)
+
+    def forward(self, probs: torch.Tensor, x2_keys: torch.Tensor) -> torch.Tensor:
+        """probs (B, T, K) memory-neuron weights, x2_keys (B, K) stream-2 stimulus of each key -> (B, T, n_x2)"""
+        B, T, _ = probs.shape
+        p_x2 = probs.new_zeros(B, T, self.n_stimuli).scatter_add(2, x2_keys.unsqueeze(1).expand_as(probs), probs)
+        return self.readout(p_x2 @ self.W_x.weight)
 
 
 class TEMt(nn.Module):
@@ -188,6 +236,13 @@ class TEMt(nn.Module):
         self.attention_backend = "auto"     # 'explicit' | 'sdpa' | 'auto' (see TEMtAttention.forward)
         self.landmark = (LandmarkCorrection(c.pos_dim, c.n_stimuli, query=c.landmark, key_dim=c.landmark_key_dim)
                          if c.landmark else None)
+        # built last: every other weight draws the same random numbers as in a one-stream model of the same seed
+        self.stream_2 = SecondStream(c.n_stimuli_2) if c.n_stimuli_2 else None
+
+    @property
+    def feature_neurons(self) -> int:
+        """Value (feature) neurons: the width of what the memory neurons read, d_v (+ n_stimuli_2 with two streams)."""
+        return self.attention.value_dim + (self.config.n_stimuli_2 if self.stream_2 is not None else 0)
 
     def initial_state(self, batch: int, device=None) -> TEMtState:
         device = device or self.positions.e_init.device
@@ -195,11 +250,12 @@ class TEMt(nn.Module):
                          memory=MemoryStore.empty(batch, self.config.pos_dim, self.landmark is not None, device,
                                                   self.positions.e_init.dtype),
                          world=torch.zeros(batch, dtype=torch.long, device=device),
-                         count=torch.zeros(batch, dtype=torch.long, device=device))
+                         count=torch.zeros(batch, dtype=torch.long, device=device),
+                         x2=None if self.stream_2 is None else torch.zeros(batch, 0, dtype=torch.long, device=device))
 
     def forward(self, x: torch.Tensor, actions: torch.Tensor, state: TEMtState | None = None,
                 loss_mask: torch.Tensor | None = None, return_memory_neurons: bool = False,
-                sequential: bool = False, method: str | None = None) -> TEMtOutput:
+                sequential: bool = False, method: str | None = None, x2: torch.Tensor | None = None) -> TEMtOutput:
         """
         x:         (B, T) stimulus ids observed at each step
         actions:   (B, T) action arriving at each step, RESET (-1) starts a new world in that slot
@@ -208,34 +264,41 @@ class TEMt(nn.Module):
         return_memory_neurons: also return the softmax over memories (B, T, K) and the memory ids
         sequential: use the plain step-by-step reference path instead of the fast ones
         method:    recurrence path for the parallel mode (None: config.recurrence)
+        x2:        (B, T) second-stream stimulus ids, required iff config.n_stimuli_2 > 0 (then out.logits2 and
+                   out.parts["x2_pi"] hold its prediction)
         """
-        B, T = self._check_inputs(x, actions, state, loss_mask)
+        B, T = self._check_inputs(x, actions, state, loss_mask, x2)
         state = self.initial_state(B, x.device) if state is None else state
         W = self.positions.transition_matrices()
         world = state.world.unsqueeze(1) + (actions == RESET).long().cumsum(1)        # (B, T)
         if sequential:
-            run = self._sequential(x, actions, state, world, W, return_memory_neurons)
-        elif self.landmark is not None:
+            run = self._sequential(x, actions, state, world, W, return_memory_neurons, x2)
+        elif self.landmark is not None:         # (never with a second stream: TEMtConfig refuses it)
             run = self._landmark_fused(x, actions, state, world, W, return_memory_neurons)
         else:
-            run = self._parallel(x, actions, state, world, W, return_memory_neurons, method)
-        loss, parts = self._losses(x, run, loss_mask)
-        next_state = self._next_state(x, actions, state, world, run["e"], run["z"], run["stored"])
+            run = self._parallel(x, actions, state, world, W, return_memory_neurons, method, x2)
+        loss, parts = self._losses(x, run, loss_mask, x2)
+        next_state = self._next_state(x, actions, state, world, run["e"], run["z"], run["stored"], x2)
         return TEMtOutput(loss=loss, parts=parts, logits=run["logits"], e=run["e"], e_pi=run["e_pi"],
                           state=next_state, logits_corrected=run.get("logits_corrected"), gate=run.get("gate"),
-                          memory_neurons=run.get("probs"), memory_ids=run.get("ids"), stored=run["stored"])
+                          memory_neurons=run.get("probs"), memory_ids=run.get("ids"), stored=run["stored"],
+                          logits2=run.get("logits2"))
 
     # -- the two execution paths ---------------------------------------------------------------------------
 
-    def _parallel(self, x, actions, state, world, W, return_memory_neurons, method):
+    def _parallel(self, x, actions, state, world, W, return_memory_neurons, method, x2=None):
         B, T = x.shape
         mem = state.memory
         e = self.positions(actions, state.e, method=method, W=W)                       # (B, T, E)
         z = zscore(e)
-        stored = self._not_duplicate(z, x, world, mem)                                 # (B, T)
+        stored = self._not_duplicate(z, x, world, mem, x2, state.x2)                   # (B, T)
+        # a second stream reads the memory neurons themselves: the explicit attention, which returns them
         logits, probs = self.attention(z, self._prediction_keys(state, z, x, stored, world),
-                                       need_weights=return_memory_neurons, backend=self.attention_backend)
+                                       need_weights=return_memory_neurons or x2 is not None,
+                                       backend=self.attention_backend)
         run = dict(e=e, e_pi=e, z=z, logits=logits, stored=stored)
+        if x2 is not None:                      # keys in the order of _prediction_keys: [stored; this chunk's]
+            run["logits2"] = self.stream_2(probs, torch.cat([state.x2, x2], 1))         # (B, T, n_x2)
         if return_memory_neurons:
             run.update(probs=probs, ids=self._key_ids(state, actions, stored))
         return run
@@ -289,7 +352,7 @@ class TEMt(nn.Module):
             run.update(probs=probs[:, :T], ids=self._key_ids(state, actions, stored))
         return run
 
-    def _sequential(self, x, actions, state, world, W, return_memory_neurons):
+    def _sequential(self, x, actions, state, world, W, return_memory_neurons, x2=None):
         """Step by step. The stored memories are one fixed group of keys; this chunk's memories (which keep their
         gradient) grow by one per step in a second group, so no step copies the whole store."""
         B, T = x.shape
@@ -297,10 +360,10 @@ class TEMt(nn.Module):
         need_zn = self.config.dedup_threshold is not None or (self.landmark is not None and
                                                               self.landmark.query == "product")
         mem_zn = F.normalize(mem.z, dim=-1) if need_zn else mem.z              # once per chunk, not per step
-        chunk = {k: [] for k in ("e", "z", "zn", "x", "world", "valid")}
+        chunk = {k: [] for k in ("e", "z", "zn", "x", "world", "valid") + (("x2",) if x2 is not None else ())}
         wide = wide_transitions(W)
         e_prev = state.e
-        out = {k: [] for k in ("e", "e_pi", "z", "logits", "logits_corrected", "gate", "probs", "stored")}
+        out = {k: [] for k in ("e", "e_pi", "z", "logits", "logits_corrected", "gate", "probs", "stored", "logits2")}
         for t in range(T):
             e_pi = self.positions.step_wide(e_prev, actions[:, t], wide)              # (B, E)
             same_world = world[:, t] == state.world                                   # (B,) store readable
@@ -312,6 +375,10 @@ class TEMt(nn.Module):
             keys = [Keys(mem.z, mem.x, mem.valid.unsqueeze(1), rows=same_world.unsqueeze(1)),
                     Keys(c_z, c_x, c_readable.unsqueeze(1))]
             logits, probs = self.attention(zscore(e_pi).unsqueeze(1), keys)
+            if x2 is not None:                  # the same weights read the stream-2 stimuli of the same keys
+                c_x2 = c["x2"] if t else state.x2[:, :0]
+                keys_x2 = torch.cat([state.x2, c_x2], 1)                                # (B, M + t)
+                out["logits2"].append(self.stream_2(probs, keys_x2).squeeze(1))
             e_t = e_pi
             mem_readable = mem.valid & same_world.unsqueeze(1)                         # (B, M)
             if self.landmark is not None:
@@ -331,10 +398,14 @@ class TEMt(nn.Module):
                                      (c["zn"] @ zn_t.unsqueeze(-1)).squeeze(-1) if t else mem.x[:, :0].float()], 1)
                     readable = torch.cat([mem_readable, c_readable], 1)
                     repeat = (cos > self.config.dedup_threshold) & (torch.cat([mem.x, c_x], 1) == x[:, t, None])
+                    if x2 is not None:          # a repeat needs both stimuli to match
+                        repeat &= keys_x2 == x2[:, t, None]
                     stored = ~(repeat & readable).any(-1)
             for k, v in (("e", e_t), ("z", z_t), ("zn", zn_t), ("x", x[:, t]), ("world", world[:, t]),
                          ("valid", stored)):
                 chunk[k].append(v)
+            if x2 is not None:
+                chunk["x2"].append(x2[:, t])
             for name, value in (("e", e_t), ("e_pi", e_pi), ("z", z_t), ("logits", logits.squeeze(1)),
                                 ("stored", stored)):
                 out[name].append(value)
@@ -348,45 +419,58 @@ class TEMt(nn.Module):
 
     # -- pieces shared by both paths -------------------------------------------------------------------------
 
-    def _not_duplicate(self, z, x, world, mem):
+    def _not_duplicate(self, z, x, world, mem, x2=None, mem_x2=None):
         if self.config.dedup_threshold is None:
             return torch.ones(x.shape, dtype=torch.bool, device=x.device)
+        if x2 is not None:     # a repeat needs both stimuli to match: compare joint ids x * n_x2 + x2
+            n2 = self.config.n_stimuli_2
+            x, mem = x * n2 + x2, replace(mem, x=mem.x * n2 + mem_x2)
         return ~find_duplicates(z, x, world, mem, self.config.dedup_threshold)
 
     def _key_ids(self, state, actions, stored):
         chunk_slots, _ = slot_ids(stored, actions == RESET, state.count)
         return torch.cat([state.memory.slot, chunk_slots], 1)
 
-    def _losses(self, x, run, loss_mask):
+    def _losses(self, x, run, loss_mask, x2=None):
         c = self.config
         weights = torch.ones(x.shape, dtype=run["e"].dtype, device=x.device) if loss_mask is None \
             else loss_mask.to(run["e"].dtype)
         denom = weights.sum().clamp(min=1.0)
 
-        def masked_ce(logits):
-            ce = F.cross_entropy(logits.flatten(0, 1), x.flatten(), reduction="none").view_as(weights)
+        def masked_ce(logits, target):
+            ce = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view_as(weights)
             return (ce * weights).sum() / denom
 
-        parts = {"x_pi": masked_ce(run["logits"]),
+        parts = {"x_pi": masked_ce(run["logits"], x),
                  "reg_e": energy_penalty(run["e"], c.energy, c.energy_budget),
                  "reg_w": self.positions.updates().square().sum()}
         if c.w_nonneg:
             parts["nonneg"] = torch.relu(-run["e"]).square().sum(-1).mean()
         if self.landmark is not None:
-            parts["x_corr"] = masked_ce(run["logits_corrected"])
+            parts["x_corr"] = masked_ce(run["logits_corrected"], x)
             parts["g"] = (run["e_pi"] - run["e"]).square().sum(-1).mean()
+        if x2 is not None:                      # last: a one-stream loss sums its terms in the same order as before
+            parts["x2_pi"] = masked_ce(run["logits2"], x2)
         loss = sum(getattr(c, f"w_{name}") * value for name, value in parts.items())
         return loss, parts
 
-    def _next_state(self, x, actions, state, world, e, z, stored) -> TEMtState:
+    def _next_state(self, x, actions, state, world, e, z, stored, x2=None) -> TEMtState:
         """Append this chunk's stored memories (detached); each slot keeps only its current world's."""
         slots, count = slot_ids(stored, actions == RESET, state.count)
         kept_e = e.detach() if self.landmark is not None else e.new_zeros(*e.shape[:2], 0)
         chunk = MemoryStore(z=z.detach(), e=kept_e, x=x, world=world, slot=slots, valid=stored)
         memory = state.memory.append(chunk, world[:, -1], self.config.max_memories)
-        return TEMtState(e=e[:, -1].detach(), memory=memory, world=world[:, -1], count=count)
+        kept_x2 = None
+        if x2 is not None:
+            # The stream-2 ids ride through the same append as the ids of a store without positions: append's
+            # packing depends only on `valid`, `world` and the layout's width, so each id lands in its memory's column.
+            ids_only = lambda m, ids: MemoryStore(z=m.z[:, :, :0], e=m.e[:, :, :0], x=ids, world=m.world,
+                                                  slot=m.slot, valid=m.valid)
+            kept_x2 = ids_only(state.memory, state.x2).append(ids_only(chunk, x2), world[:, -1],
+                                                              self.config.max_memories).x      # (B, M')
+        return TEMtState(e=e[:, -1].detach(), memory=memory, world=world[:, -1], count=count, x2=kept_x2)
 
-    def _check_inputs(self, x, actions, state, loss_mask):
+    def _check_inputs(self, x, actions, state, loss_mask, x2=None):
         c = self.config
         check_index_tensor("x", x, ndim=2, low=0, high=c.n_stimuli - 1, meaning="a stimulus id in [0, n_stimuli)")
         check_shape("actions", actions, tuple(x.shape))
@@ -407,7 +491,30 @@ class TEMt(nn.Module):
                 raise TypeError(f"state must be a TEMtState (the .state of a previous output), got "
                                 f"{type(state).__name__}")
             check_shape("state.e", state.e, (B, c.pos_dim))
+        self._check_second_stream(x2, state, B, T)
         return B, T
+
+    def _check_second_stream(self, x2, state, B, T):
+        """x2 is given iff the model has a second stream, and a carried state has the stream-2 memories iff so."""
+        n2 = self.config.n_stimuli_2
+        if not n2:
+            if x2 is not None:
+                raise ValueError("x2 was given, but this model has one stimulus stream (n_stimuli_2 = 0): build it "
+                                 "with TEMtConfig(n_stimuli_2=...) to predict a second stream")
+            if state is not None and state.x2 is not None:
+                raise ValueError("state.x2 holds second-stream memories, but this model has n_stimuli_2 = 0: the "
+                                 "state comes from a two-stream model")
+            return
+        if x2 is None:
+            raise ValueError(f"x2 is required: this model has a second stimulus stream (n_stimuli_2 = {n2}); pass "
+                             f"x2, (B, T) stimulus ids in [0, {n2})")
+        check_shape("x2", x2, (B, T))
+        check_index_tensor("x2", x2, ndim=2, low=0, high=n2 - 1, meaning="a stream-2 stimulus id in [0, n_stimuli_2)")
+        if state is not None:
+            if state.x2 is None:
+                raise ValueError("state.x2 is None: the state comes from a one-stream model (or was saved without "
+                                 f"its stream-2 memories), but this model has n_stimuli_2 = {n2}")
+            check_shape("state.x2", state.x2, tuple(state.memory.x.shape))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

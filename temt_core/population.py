@@ -66,6 +66,9 @@ def check_population_config(config: TEMtConfig, where: str = "member") -> None:
     if config.landmark is not None:
         raise ValueError(f"{where}: model.landmark={config.landmark!r}: landmark populations are not supported "
                          "yet (a population runs TEMt's parallel path only); train landmark models one by one")
+    if config.n_stimuli_2:
+        raise ValueError(f"{where}: model.n_stimuli_2={config.n_stimuli_2}: populations predict one stimulus stream; "
+                         "train two-stream models one by one")
     if config.module_norm is not None:
         raise ValueError(f"{where}: model.module_norm={config.module_norm}: populations do not normalise modules yet; "
                          "train these models one by one")
