@@ -5,6 +5,8 @@
     temt-spatial train --config configs/spatial/tem.yaml --out runs/tem     (TEM, Whittington et al. 2020)
     temt-spatial analyse runs/quick [steps=6000 sizes=[11,11]]   (grid/band/place cells, report.md)
     temt-spatial sweep configs/spatial/sweeps/quick-seeds.yaml --out runs/quick-seeds [--resume]
+    temt-spatial compare --arm tem=RUN,RUN,RUN --arm temt=RUN,RUN,RUN [--sweep tem=RUN,RUN] --out DIR [--quick]
+                                                                 (TEM vs TEM-t learning speed, C6: report.md)
     temt-spatial config [--config FILE] [key=value ...]          (the resolved training config, as YAML)
     temt-spatial config --list                                   (every key with its default and its meaning)
     python -m spatial train ...            (the same)
@@ -95,10 +97,10 @@ def _scaling(args) -> int:
 
 
 def _reproduce(args) -> int:
-    from .reproduce import ARMS, reproduce
-    unknown = [a for a in (args.arms or []) if a not in ARMS]
+    from .reproduce import ARMS, PARTS, reproduce
+    unknown = [a for a in (args.arms or []) if a not in ARMS and a not in PARTS]
     if unknown:
-        raise ConfigError(f"unknown arm {unknown[0]!r}; arms are {', '.join(ARMS)}")
+        raise ConfigError(f"unknown arm {unknown[0]!r}; arms are {', '.join(ARMS)}, parts {', '.join(PARTS)}")
     out = args.out or ("runs/spatial-quick" if args.quick else "runs/spatial")
     reproduce(out, args.quick, args.jobs, args.overrides, args.arms)
     return 0
@@ -127,6 +129,52 @@ def _sweep(args) -> int:
         diverged = json.loads((Path(args.out) / "summary.json").read_text())["diverged"]
         note = f" ({len(diverged)} diverged and were dropped: {', '.join(diverged)})" if diverged else ""
         print(f"sweep: {members} members trained{note}; summary in {args.out}/summary.md (and .csv, .json)")
+    return 0
+
+
+def parse_runs(values: list[str] | None, flag: str) -> dict[str, list[str]]:
+    """`--arm NAME=RUN,RUN,...` values (repeated) -> {NAME: [RUN, ...]}; a value without NAME=, without runs, or a
+    NAME given twice is a ConfigError naming it."""
+    out: dict[str, list[str]] = {}
+    for value in values or []:
+        name, sep, runs = value.partition("=")
+        name = name.strip()
+        paths = [r.strip() for r in runs.split(",") if r.strip()]
+        if not sep or not name or not paths:
+            raise ConfigError(f"{flag} {value!r}: expected NAME=RUN_DIR,RUN_DIR,... (for example {flag} "
+                              "tem=runs/c/tem/seed0,runs/c/tem/seed1)")
+        if name in out:
+            raise ConfigError(f"{flag} {name} is given twice; give each {flag[2:]} once, with all its runs")
+        out[name] = paths
+    return out
+
+
+def _compare(args) -> int:
+    import json
+    import time
+
+    from .compare import write_comparison
+    if args.overrides:
+        raise ConfigError(f"compare takes no key=value overrides (got {' '.join(args.overrides)}); give runs as "
+                          "--arm NAME=RUN,RUN")
+    arms = parse_runs(args.arm, "--arm")
+    if not arms:
+        raise ConfigError("compare needs at least one --arm NAME=RUN_DIR,RUN_DIR,...")
+    if not args.out:
+        raise ConfigError("compare needs --out DIR (where report.md, comparison.json and the figures go)")
+    started = time.perf_counter()
+    report = write_comparison(arms, args.out, sweeps=parse_runs(args.sweep, "--sweep") or None, title=args.title,
+                              quick=args.quick)
+    result = json.loads((report.parent / "comparison.json").read_text())
+    num = lambda v, fmt: "n/a" if v is None else format(v, fmt)             # noqa: E731
+    for a in result["arms"].values():
+        full = a["criterion"]["full"]
+        print(f"{a['arm']} ({a['model_kind']}, {len(a['seeds'])} seeds): final zero-shot "
+              f"{num(a['final_zero_shot']['mean'], '.3f')}, criterion on the whole walk reached by {full['reached']} "
+              f"of {full['of']} seeds, {num(a['ms_per_step'], '.2f')} ms per step")
+    for r in result["ratios"]:
+        print(f"{r['arm']} vs {r['against']}: {r['steps']['full']['text']}; {r['time_per_step']['text']}")
+    print(f"comparison written in {time.perf_counter() - started:.1f} s: {report}")
     return 0
 
 
@@ -166,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--quick", action="store_true", help="small version for a 2-core CPU")
     rep.add_argument("--out", help="output directory (default runs/spatial or runs/spatial-quick)")
     rep.add_argument("--jobs", type=int, default=2, help="arms trained at once (default 2: one per CPU core)")
-    rep.add_argument("--arms", nargs="+", help="a subset of the arms (relu, linear, hex)")
+    rep.add_argument("--arms", nargs="+", help="a subset of the arms (relu, linear, hex) and parts (compare: TEM vs "
+                     "TEM-t, C6; conjunctions: two stimulus streams, C8); default all")
     rep.add_argument("overrides", nargs="*", metavar="key=value", help="training overrides for every arm")
     sw = sub.add_parser("sweep", help="train arms x seeds as populations (many models in one run); summary table")
     sw.add_argument("sweep_file", help="sweep YAML: base_config/base, grid, members, seeds (see spatial/sweep.py)")
@@ -174,6 +223,16 @@ def main(argv: list[str] | None = None) -> int:
     sw.add_argument("--resume", action="store_true", help="continue the sweep in --out from its checkpoints")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
     sw.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
+    cp = sub.add_parser("compare", help="TEM vs TEM-t on the same walks (C6): accuracy against steps and wall-clock "
+                        "time, steps and seconds to criterion, time per step, memory; report.md")
+    cp.add_argument("--arm", action="append", metavar="NAME=RUN,RUN,...",
+                    help="an arm: its name and its run directories (one per seed); repeat for every arm")
+    cp.add_argument("--sweep", action="append", metavar="NAME=RUN,RUN,...",
+                    help="a learning-rate sweep's run directories, for the sweep table (repeatable)")
+    cp.add_argument("--out", help="output directory (report.md, comparison.json, curves.png, curves_by_length.png)")
+    cp.add_argument("--title", default="TEM vs TEM-t", help="the report's title")
+    cp.add_argument("--quick", action="store_true", help="mark the report as the quick version")
+    cp.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
     cf = sub.add_parser("config", help="print the resolved training config as YAML, or (--list) every key and its "
                         "meaning")
     cf.add_argument("--config", help="YAML file overriding the defaults (configs/spatial/*.yaml)")
@@ -189,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     show_warnings_plainly()
     try:
         return {"train": _train, "analyse": _analyse, "scaling": _scaling, "reproduce": _reproduce,
-                "sweep": _sweep, "config": _config}[args.command](args)
+                "sweep": _sweep, "compare": _compare, "config": _config}[args.command](args)
     except (ConfigError, CheckpointError, FileExistsError) as err:
         print(f"temt-spatial: error: {err}", file=sys.stderr)
         return 2

@@ -7,22 +7,27 @@ Arms (configs/spatial/<arm>.yaml):
     relu     square worlds, ReLU recurrence          C1 grid cells, C2 band cells, C3 memory neurons
     linear   square worlds, linear recurrence        C1, C2 with sigma linear
     hex      hexagonal worlds, ReLU recurrence       C9
-then memory scaling with the linear model (C7; the relu one if linear is not run) and one combined report (<out>/report.md) that states, claim by claim,
-what reproduced and what did not, with the numbers. Arms train in parallel (`--jobs`, default 2: one per core of
-the 2-core CPU, one thread each). An arm whose run directory already has a finished run is not trained again, and
-an interrupted one resumes from its last checkpoint.
+then memory scaling with the linear model (C7; the relu one if linear is not run), two more parts:
+    compare       TEM against TEM-t on identical walks (C6; spatial.compare_run)     -> <out>/compare/report.md
+    conjunctions  TEM-t with a second stimulus stream (C8; spatial.conjunctions)     -> <out>/conjunctions/
+and one combined report (<out>/report.md) that states, claim by claim, what reproduced and what did not, with the
+numbers. Arms train in parallel (`--jobs`, default 2: one per core of the 2-core CPU, one thread each). An arm whose
+run directory already has a finished run is not trained again, and an interrupted one resumes from its last
+checkpoint. `--arms` picks a subset of the arms and parts.
 """
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from .jobs import run_logged
+
 ARMS = {"relu": "configs/spatial/relu.yaml", "linear": "configs/spatial/linear.yaml",
         "hex": "configs/spatial/hex.yaml"}
+PARTS = ("compare", "conjunctions")                 # after the arms; each writes its own report
 
 # The quick version: the same arms, small worlds (8-9 wide; hex radius 3-4) and 8k/5k steps instead of 20k, sized
 # for a 2-core CPU, two arms at a time (its measured run time: README.md). A smaller version of the study, not
@@ -39,14 +44,11 @@ ANALYSIS = {"square": ["sizes=[11, 11]", "steps=6000"], "hex": ["sizes=[5, 5]", 
 ANALYSIS_QUICK = {"square": ["sizes=[9, 9]", "steps=2500"], "hex": ["sizes=[4, 4]", "steps=2500"]}
 SCALING_QUICK = ["lengths=[100, 300, 1000]", "size=12", "n_worlds=4"]
 
-ROOT = Path(__file__).resolve().parent.parent
+CONJUNCTIONS = {True: [], False: ["--steps", "4000"]}      # quick: its default, 1,000 steps (about 75 CPU-s)
 
 
 def _run(cmd: list[str], log: Path) -> int:
-    with open(log, "a") as f:
-        f.write(f"$ {' '.join(cmd)}\n")
-        f.flush()
-        return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode
+    return run_logged(cmd, log)
 
 
 def _train_arm(arm: str, out: Path, quick: bool, extra: list[str]) -> tuple[str, int]:
@@ -72,15 +74,18 @@ def _analyse_arm(arm: str, out: Path, quick: bool) -> tuple[str, int]:
 
 def reproduce(out: str | Path, quick: bool, jobs: int = 2, extra: list[str] | None = None,
               arms: list[str] | None = None) -> Path:
+    """arms: a subset of ARMS and PARTS (default: all of both)."""
     # The arms run as subprocesses in the repository root (ARMS' config paths are relative to it), so `out` is made
     # absolute here, against the caller's working directory: a relative --out must not land inside the repository
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    arms = arms or list(ARMS)
+    selected = arms or list(ARMS) + list(PARTS)
+    arms, parts = [a for a in selected if a in ARMS], [a for a in selected if a in PARTS]
     extra = extra or []
     started = time.time()
-    print(f"training {', '.join(arms)} ({'quick' if quick else 'full'}), {jobs} at a time; logs in {out}/<arm>.log",
-          flush=True)
+    if arms:
+        print(f"training {', '.join(arms)} ({'quick' if quick else 'full'}), {jobs} at a time; logs in "
+              f"{out}/<arm>.log", flush=True)
     with ThreadPoolExecutor(jobs) as pool:
         for arm, rc in pool.map(lambda a: _train_arm(a, out, quick, extra), arms):
             print(f"  {arm}: {'done' if rc == 0 else f'FAILED (exit {rc}), see {out}/{arm}.log'}", flush=True)
@@ -93,7 +98,17 @@ def reproduce(out: str | Path, quick: bool, jobs: int = 2, extra: list[str] | No
         cmd = [sys.executable, "-m", "spatial", "scaling", str(out / scaling_arm), "--out", str(out / "scaling")]
         rc = _run(cmd + (SCALING_QUICK if quick else []), out / "scaling.log")
         print(f"  memory scaling: {'done' if rc == 0 else 'FAILED'}", flush=True)
-    report = write_combined_report(out, arms, quick, time.time() - started)
+    if "conjunctions" in parts and not (out / "conjunctions" / "conjunctions.json").exists():
+        cmd = [sys.executable, "-m", "spatial.conjunctions", "--out", str(out / "conjunctions")]
+        rc = _run(cmd + CONJUNCTIONS[quick], out / "conjunctions.log")
+        print(f"  two stimulus streams (C8): {'done' if rc == 0 else 'FAILED'}", flush=True)
+    if "compare" in parts:
+        from .compare_run import run_comparison
+        try:
+            run_comparison(out / "compare", quick, jobs, extra, run=_run)
+        except RuntimeError as err:                 # no comparison run finished: the rest of the report stands
+            print(f"  comparison FAILED: {err}", flush=True)
+    report = write_combined_report(out, arms + parts, quick, time.time() - started)
     print(f"report: {report}", flush=True)
     return report
 
@@ -222,6 +237,29 @@ def write_combined_report(out: Path, arms: list[str], quick: bool, seconds: floa
                          f"{_f(r['acc_revisit_last_quarter'])} | {_f(r['acc_zero_shot_last_quarter'])} | "
                          f"{_f(r['ms_per_step'], 2)} |")
         lines += ["", "![memory scaling](scaling/scaling.png)", ""]
+    lines += _comparison_section(out)
+    conjunctions = out / "conjunctions" / "conjunctions.md"        # written by spatial.conjunctions, heading included
+    if conjunctions.exists():
+        lines += ["", conjunctions.read_text().rstrip(), "",
+                  "Run directory: [conjunctions/](conjunctions/conjunctions.json)."]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _comparison_section(out: Path) -> list[str]:
+    """C6 in the combined report: the comparison's headline ratios and figure, with a link to its own report."""
+    comparison = _load(out / "compare" / "comparison.json")
+    if not comparison:
+        return []
+    lines = ["", "## TEM vs TEM-t (C6)", "",
+             "Both models on identical walk streams, each at the best learning rate of its own sweep, 3 seeds per "
+             "arm; criterion: accuracy at 90% of the node agent's. Full report, with every run's command: "
+             "[compare/report.md](compare/report.md).", ""]
+    for r in comparison.get("ratios", []):
+        for lab, ratio in r.get("steps", {}).items():
+            lines.append(f"- {lab}: {ratio['text']}.")
+        if r.get("time_per_step"):
+            lines.append(f"- {r['time_per_step']['text']}.")
+    lines += ["", "![C6: zero-shot accuracy against steps and seconds](compare/curves.png)"]
+    return lines

@@ -15,6 +15,19 @@ A run directory (temt_core.rundir, shared with the language package) holds:
 A checkpoint holds the model, the optimizer, the walk generator (worlds, positions, RNG) and the model's carried
 state (positions and memories), so a resumed run continues with exactly the numbers an uninterrupted run gets.
 
+Time and memory (what spatial.compare reads to put models on a wall-clock axis), in every train and eval record:
+    train_seconds     wall seconds spent in training steps since step 0 (drawing the chunk of walks, forward,
+                      backward, optimizer step), not in evaluation, logging or checkpointing; carried in the
+                      checkpoint, so it survives a resume (the steps an interrupted run took after its last
+                      checkpoint are taken again and counted once). A checkpoint written before this key existed
+                      resumes with 0.0 for the time before it, and its records then also carry
+                      train_seconds_from_step (the step from which the seconds were counted), so no record claims a
+                      total it does not have.
+    peak_mem_mb       peak memory of this process so far, in MiB (CUDA: torch.cuda.max_memory_allocated of the
+                      run's device; otherwise the peak resident set, getrusage ru_maxrss: Python and torch included)
+These, with steps_per_s and walk_steps_per_s, measure the machine, not the run (TIMING_KEYS): a resumed run and an
+uninterrupted one agree on every other key, exactly.
+
 TEM (model_kind=tem, temt_core/tem.py) trains through the same loop on the same walks: its forward gets the gradient
 step (its Hebbian rates and loss weights follow a schedule in the step), its `logits` are the prediction x_gt made
 before x_t is seen (zero-shot accuracy as for TEM-t), its inferred g stands in for TEM-t's positions e (isometry
@@ -23,6 +36,7 @@ control, evaluation diagnostics) and its conjunctive cells p for the memory neur
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -47,6 +61,24 @@ from .walks import WalkStream
 # keys that may change when a run is resumed; anything else would make the resumed run a different experiment
 RESUMABLE_CHANGES = {"train.steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
                      "train.threads", "train.device", "eval.every"}
+
+# log keys that measure the machine (speed, wall time, memory), not the run: everything else in a resumed run's log
+# equals an uninterrupted run's log
+TIMING_KEYS = ("steps_per_s", "walk_steps_per_s", "train_seconds", "train_seconds_from_step", "peak_mem_mb")
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process so far, in MiB. CUDA: the peak of tensors allocated on `device` (model, optimizer,
+    activations, memories; not the CUDA context). Otherwise: the peak resident set of the whole process (Python,
+    torch, the walks, evaluation included), the only peak the OS keeps; NaN where the OS does not report it."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    try:
+        import resource
+    except ImportError:                        # not POSIX
+        return float("nan")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2 ** 20 if sys.platform == "darwin" else peak / 1024     # macOS: bytes; Linux: KiB
 
 
 def learning_rate(step: int, cfg) -> float:
@@ -119,6 +151,8 @@ class Trainer:
         self.walks = WalkStream(config.walks, t.batch_size, seed=t.seed, worlds=worlds)
         self.state: TEMtState | TEMState | None = None
         self.step = 0
+        self.train_seconds = 0.0               # wall seconds in training steps since step `timed_from`
+        self.timed_from = 0
         self.tb = None
         self.overwrite = overwrite
         if resume:
@@ -154,6 +188,11 @@ class Trainer:
                                     "rng": meta["walk_rng"]})
         self.state = state
         self.step = meta["step"]
+        if "train_seconds" in meta:
+            self.train_seconds = float(meta["train_seconds"])
+            self.timed_from = int(meta.get("train_seconds_from_step", 0))
+        else:                                  # a checkpoint from before timing: the seconds count from here
+            self.train_seconds, self.timed_from = 0.0, self.step
         torch.set_rng_state(tensors["rng.torch"])
         self.rundir.write_config(self.config)
         self.rundir.truncate_log(self.step)    # rows the interrupted run wrote after this checkpoint come again
@@ -166,7 +205,8 @@ class Trainer:
         optimizer = flatten(self.optimizer.state_dict(), "optim", tensors)
         walks = self.walks.state_dict()
         tensors.update({f"walks.{k}": torch.from_numpy(v) for k, v in walks["arrays"].items()})
-        meta = {"step": self.step, "config": to_dict(self.config), "optimizer": optimizer, "walk_rng": walks["rng"]}
+        meta = {"step": self.step, "config": to_dict(self.config), "optimizer": optimizer, "walk_rng": walks["rng"],
+                "train_seconds": self.train_seconds, "train_seconds_from_step": self.timed_from}
         return self.rundir.save(self.step, tensors, meta, keep=self.config.train.keep_checkpoints)
 
     def log(self, record: dict) -> None:
@@ -225,8 +265,10 @@ class Trainer:
         started, start_step = time.perf_counter(), self.step
         final = None
         while self.step < t.steps:
+            tick = time.perf_counter()
             chunk = self.walks.next_chunk(t.chunk_length)
-            stats = self.train_step(chunk)
+            stats = self.train_step(chunk)         # ends in .item() / .cpu(): the device's work is done here
+            self.train_seconds += time.perf_counter() - tick
             window.append(stats)
             chunks.append(chunk)
             bar.update(1)
@@ -236,7 +278,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{record['loss']:.3f}", acc_revisit=f"{record['acc_revisit']:.3f}")
                 window, chunks = [], []
             if self.step % e.every == 0 or self.step == t.steps:
-                final = {"step": self.step, "split": "eval", **self.evaluate()}
+                final = {"step": self.step, "split": "eval", **self.evaluate(), **self.clock()}
                 self.log({k: v for k, v in final.items() if not isinstance(v, (dict, list))})   # scalars only
                 bar.write(f"step {self.step}: eval acc_revisit {final['acc_revisit']:.3f}, zero-shot "
                           f"{final['acc_zero_shot']:.3f} (node agent {final['node_agent']:.3f}, edge agent "
@@ -245,7 +287,7 @@ class Trainer:
                 self.save()
         bar.close()
         if final is None:                      # resumed at the end: evaluate once more for the summary
-            final = {"step": self.step, "split": "eval", **self.evaluate()}
+            final = {"step": self.step, "split": "eval", **self.evaluate(), **self.clock()}
         self.rundir.write_json("metrics.json", final)
         if self.tb is not None:
             self.tb.close()
@@ -265,7 +307,16 @@ class Trainer:
             if k != "correct":
                 record[k] = float(np.mean([w[k] for w in window]))
         record.update({k: acc[k] for k in ("acc", "acc_revisit", "acc_zero_shot", "node_agent", "edge_agent")})
+        record.update(self.clock())
         return record
+
+    def clock(self) -> dict:
+        """train_seconds and peak_mem_mb for a log record (module docstring); train_seconds_from_step only where
+        the seconds before some step are unknown (a resume from a checkpoint older than timing)."""
+        out = {"train_seconds": self.train_seconds, "peak_mem_mb": peak_memory_mb(self.device)}
+        if self.timed_from:
+            out["train_seconds_from_step"] = self.timed_from
+        return out
 
     def _open_tensorboard(self) -> None:
         try:

@@ -10,7 +10,7 @@ from spatial.analyse import load_trained
 from spatial.cli import main
 from spatial.config import SpatialConfig
 from spatial.sweep import Member, PopulationTrainer, assign_groups, load_sweep, run_sweep
-from spatial.train import Trainer
+from spatial.train import TIMING_KEYS, Trainer
 from temt_core.checkpoint import latest_checkpoint, load_checkpoint
 from temt_core.config import ConfigError, load_config
 
@@ -78,7 +78,7 @@ def _write(tmp_path, text, name="sweep.yaml"):
 
 
 def _strip(path):
-    return [{k: v for k, v in json.loads(l).items() if "per_s" not in k} for l in path.read_text().splitlines()]
+    return [{k: v for k, v in json.loads(l).items() if k not in TIMING_KEYS} for l in path.read_text().splitlines()]
 
 
 def test_sweep_runs_groups_and_writes_members_and_summary(tmp_path):

@@ -9,7 +9,7 @@ import torch
 from spatial.cli import main
 from spatial.config import SpatialConfig
 from spatial.rollout import run_rollout
-from spatial.train import Trainer, evaluate
+from spatial.train import TIMING_KEYS, Trainer, evaluate
 from temt_core.checkpoint import CheckpointError, load_checkpoint
 from temt_core.config import ConfigError, load_config
 from temt_core.tem import TEM, TEMState, schedule
@@ -56,7 +56,7 @@ def _assert_same_run(a: Trainer, b: Trainer) -> None:
         assert k == k2 and torch.equal(v, v2), k
     for k, v in a.state.tensors().items():
         assert torch.equal(v, b.state.tensors()[k]), k
-    strip = lambda run: [{k: v for k, v in json.loads(l).items() if "per_s" not in k}       # noqa: E731
+    strip = lambda run: [{k: v for k, v in json.loads(l).items() if k not in TIMING_KEYS}   # noqa: E731
                          for l in (run / "metrics.jsonl").read_text().splitlines() if '"train"' in l]
     assert strip(a.run_dir) == strip(b.run_dir)
 

@@ -6,7 +6,7 @@ import torch
 
 from spatial.cli import main
 from spatial.config import SpatialConfig
-from spatial.train import Trainer
+from spatial.train import TIMING_KEYS, Trainer
 from temt_core.config import load_config
 
 TINY = ["model.pos_dim=64", "walks.sizes=[5, 6]", "walks.walk_length=[150, 250]", "train.chunk_length=50",
@@ -42,7 +42,7 @@ def _assert_same_run(a: Trainer, b: Trainer) -> None:
     """Bit-equal weights and the same training log (speeds aside)."""
     for (k, v), (k2, v2) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
         assert k == k2 and torch.equal(v, v2), k
-    strip = lambda run: [{k: v for k, v in json.loads(l).items() if "per_s" not in k}
+    strip = lambda run: [{k: v for k, v in json.loads(l).items() if k not in TIMING_KEYS}
                          for l in (run / "metrics.jsonl").read_text().splitlines() if '"train"' in l]
     assert strip(a.run_dir) == strip(b.run_dir)
 
