@@ -12,14 +12,16 @@ Stages, each a set of `spatial train` runs that resume after a kill (spatial.job
     1. sweep   every arm, seed 0, lr_max in LR_FACTORS x the default, SWEEP_STEPS steps   -> sweep/<arm>-lr<lr>/
     2. choose  spatial.compare.best_of_sweep per arm (highest final zero-shot accuracy; ties: the lower lr)
     3. seeds   every arm at its chosen lr_max, seeds 0..SEEDS-1, STEPS steps                -> <arm>/seed<s>/
-    4. report  spatial.compare.write_comparison                                             -> report.md
-    5. TEM's representations: `spatial analyse` of TEM's seed-0 run (g as position cells, p as memory cells)
-The sweep runs are separate from the seed runs (not continued), so the sweep table reports each candidate at the
-same number of steps.
+    4. TEM's representations: `spatial analyse` of TEM's seed-0 run (g as position cells, p as memory cells)
+    5. report  spatial.compare.write_comparison + TEM's representations                    -> report.md
+Full: the sweep runs (5k steps) are separate from the seed runs (50k). Quick: the sweep runs as long as the seed
+runs, and the chosen sweep run is the arm's seed 0 (the same config and walks; training it again would repeat it
+number for number). Seed 0 is then the best of three at seed 0, for every arm alike.
 
 Quick mode (`--quick`, part of `scripts/spatial.sh --quick`): small worlds (5-6 wide, walks of 200-300 steps),
-chunks of 25, a small TEM (g 12+12+8, p 110) with its ramps compressed by 300/20,000, 100-step sweeps and 300-step
-runs. It shows how each model starts learning on a 2-core CPU in a few minutes; it is not the paper's comparison.
+chunks of 25, a small TEM (g 12+12+8, p 110) with its ramps compressed by 300/20,000, and 300-step runs (a 100-step
+sweep ranked TEM's rates by zero-shot accuracies of 0.037-0.041, chance 0.022: noise, so the quick sweep runs the
+whole 300 steps). It shows how each model starts learning on a 2-core CPU in a few minutes; it is not the paper's comparison.
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ QUICK_TEM = ["tem.g_modules=[12, 12, 8]", "tem.g_memory=[4, 4, 3]", "tem.f_initi
              # 4,000 -> 60, lambda 200 -> 3): at full length its Hebbian rate would still be near 0 at step 300
              "tem.lambda_ramp_steps=3", "tem.eta_ramp_steps=240", "tem.p_g_ramp_steps=30",
              "tem.reg_p_anneal_steps=60"]
-QUICK = {"steps": 300, "sweep_steps": 100,
+QUICK = {"steps": 300, "sweep_steps": 300,
          "common": ["walks.sizes=[5, 6]", "walks.walk_length=[200, 300]", "train.chunk_length=25",
                     "train.log_every=25", "train.checkpoint_every=100", "eval.every=50", "eval.steps=500",
                     "eval.n_worlds=8"],
@@ -120,9 +122,13 @@ def run_comparison(out: str | Path, quick: bool, jobs: int = 2, extra: list[str]
     (out / "chosen_lr.json").write_text(json.dumps(chosen, indent=2) + "\n")
 
     # 3. seeds at the chosen rates
-    seed_runs = {arm: [out / arm / f"seed{s}" for s in range(SEEDS)] for arm in chosen}
-    todo = [(out / arm / f"seed{s}", ARMS[arm], common(arm) + [f"train.lr_max={chosen[arm]}", f"train.seed={s}"],
-             plan["steps"]) for arm in chosen for s in range(SEEDS)]
+    # (when the sweep runs as long as the seed runs, the chosen sweep run is seed 0 itself: the same config and
+    # walks, so training it again would repeat it number for number)
+    reuse = plan["sweep_steps"] == plan["steps"]
+    seed_runs = {arm: [out / "sweep" / f"{arm}-{lr_tag(chosen[arm])}" if reuse and s == 0 else out / arm / f"seed{s}"
+                       for s in range(SEEDS)] for arm in chosen}
+    todo = [(seed_runs[arm][s], ARMS[arm], common(arm) + [f"train.lr_max={chosen[arm]}", f"train.seed={s}"],
+             plan["steps"]) for arm in chosen for s in range(SEEDS) if not (reuse and s == 0)]
     failed += [p for p, rc in _train_jobs(todo, extra, jobs, logs, run).items() if rc]
     for p in failed:
         print(f"  FAILED: {p} (log in {logs})", flush=True)
@@ -137,16 +143,37 @@ def run_comparison(out: str | Path, quick: bool, jobs: int = 2, extra: list[str]
     sweeps = {arm: [p for p in sweep[arm] if finished_step(p) == plan["sweep_steps"]] for arm in chosen}
 
     # 5. TEM's representations, before the report so that it can link them
-    tem0 = out / "tem" / "seed0"
-    if "tem" in finished and tem0 in finished["tem"] and not (tem0 / "analysis" / "metrics.json").exists():
+    tem0 = seed_runs.get("tem", [None])[0]
+    if tem0 is not None and tem0 in finished.get("tem", []) and not (tem0 / "analysis" / "metrics.json").exists():
         rc = run([sys.executable, "-m", "spatial", "analyse", str(tem0)] + ANALYSIS[quick], logs / "tem-analysis.log")
         print(f"  TEM's representations: {'done' if rc == 0 else 'FAILED'}", flush=True)
     if not finished:
         raise RuntimeError(f"no comparison run finished; see the logs in {logs}")
     report = write_comparison(finished, out, sweeps=sweeps, quick=quick,
                               title=f"TEM vs TEM-t, claim C6 ({'quick' if quick else 'full'})")
+    if tem0 is not None:
+        _append_representations(report, tem0)
     print(f"comparison report: {report} ({(time.time() - started) / 60:.1f} min)", flush=True)
     return report
+
+
+def _append_representations(report: Path, run: Path) -> None:
+    """TEM's cells through the same analysis as TEM-t's (its g as position cells, p as memory cells), appended to
+    the comparison report with a link to the analysis's own report and figures."""
+    metrics = run / "analysis" / "metrics.json"
+    if not metrics.exists():
+        return
+    m = json.loads(metrics.read_text())["mean_over_worlds"]
+    link = run.relative_to(report.parent) / "analysis"
+    f = lambda k: "n/a" if m.get(k) is None else f"{m[k]:.3f}"             # noqa: E731
+    text = ["", "## TEM's representations", "",
+            f"TEM's seed-0 run through `temt-spatial analyse` (its inferred g as the position cells, its conjunctive "
+            f"p as the memory cells; mean over the analysis worlds): hexagonal grid cells {f('frac_grid_of_active')} "
+            f"and square grid cells {f('frac_square_of_active')} of active g units ({f('active_units')} active), band "
+            f"cells {f('frac_band_of_active')}; memory cells' place metric median {f('memory_place_metric_median')}, "
+            f"single-field fraction {f('memory_frac_single_field')}. Rate maps and the full tables: "
+            f"[{link}/report.md]({link}/report.md).", ""]
+    report.write_text(report.read_text().rstrip("\n") + "\n" + "\n".join(text))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,14 +42,19 @@ def test_sweep_chooses_each_arms_rate_and_seeds_use_it(tmp_path, monkeypatch):
     chosen = json.loads((tmp_path / "c" / "chosen_lr.json").read_text())
     assert chosen == {a: pytest.approx(compare_run.DEFAULT_LR * best[a]) for a in ("temt-landmark", "temt-best")}
     train = [c for c in calls if c[3] == "train"]
-    assert len(train) == 2 * len(compare_run.LR_FACTORS) + 2 * compare_run.SEEDS
+    # quick: the sweep runs as long as the seed runs, so the chosen sweep run is seed 0 and is not trained again
+    assert compare_run.QUICK["sweep_steps"] == compare_run.QUICK["steps"]
+    assert len(train) == 2 * len(compare_run.LR_FACTORS) + 2 * (compare_run.SEEDS - 1)
     seeds = [c for c in train if "/sweep/" not in c[c.index("--out") + 1]]
+    assert sorted(Path(c[c.index("--out") + 1]).name for c in seeds) == ["seed1", "seed1", "seed2", "seed2"]
     for c in seeds:                                      # every seed run at its arm's chosen rate, quick settings
         arm = Path(c[c.index("--out") + 1]).parent.name
         assert f"train.lr_max={chosen[arm]}" in c and "train.chunk_length=25" in c
         assert c[c.index("--config") + 1] == compare_run.ARMS[arm]
     assert sorted(written["arms"]) == ["temt-best", "temt-landmark"]
-    assert [p.name for p in written["arms"]["temt-best"]] == [f"seed{s}" for s in range(compare_run.SEEDS)]
+    chosen_run = f"temt-best-{compare_run.lr_tag(chosen['temt-best'])}"
+    assert [p.name for p in written["arms"]["temt-best"]] == [chosen_run, "seed1", "seed2"]
+    assert written["arms"]["temt-best"][0].parent.name == "sweep"
     assert len(written["sweeps"]["temt-best"]) == len(compare_run.LR_FACTORS)
     calls.clear()                                        # everything finished: a second call trains nothing
     compare_run.run_comparison(tmp_path / "c", quick=True, jobs=1, arms=["temt-landmark", "temt-best"], run=run)
@@ -80,3 +85,19 @@ def test_arm_configs_share_the_walk_stream():
         assert cfg.walks == SpatialConfig().walks and cfg.eval == SpatialConfig().eval, arm
         assert (cfg.train.batch_size, cfg.train.chunk_length) == (16, 75), arm
     assert configs["tem"].model_kind == "tem" and configs["temt-landmark"].model.landmark == "stimulus"
+
+
+def test_tem_representations_are_appended_with_a_working_link(tmp_path):
+    run = tmp_path / "c" / "sweep" / "tem-lr0.00047"
+    (run / "analysis").mkdir(parents=True)
+    (run / "analysis" / "metrics.json").write_text(json.dumps({"mean_over_worlds": {
+        "frac_grid_of_active": 0.125, "frac_square_of_active": 0.0, "active_units": 30, "frac_band_of_active": 0.25,
+        "memory_place_metric_median": 0.9, "memory_frac_single_field": None}}))
+    report = tmp_path / "c" / "report.md"
+    report.write_text("# TEM vs TEM-t\n\nbody\n")
+    compare_run._append_representations(report, run)
+    text = report.read_text()
+    assert text.startswith("# TEM vs TEM-t\n\nbody\n\n## TEM's representations")
+    assert "hexagonal grid cells 0.125" in text and "band cells 0.250" in text and "single-field fraction n/a" in text
+    link = text.split("](")[1].split(")")[0]
+    assert (report.parent / link).parent == run / "analysis"
