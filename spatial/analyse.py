@@ -122,30 +122,14 @@ def analyse_model(model: TEMt | TEM, config: SpatialConfig, cfg: AnalysisConfig,
     per_world, summary = [], []
     for b, world in enumerate(worlds):
         act, nodes = r.positions[b], r.nodes[b]
-        grid = classify_grid_cells(act, nodes, world, n_shuffles=cfg.n_shuffles, n_perm=cfg.n_perm,
-                                   rng=cfg.seed + b)
-        band = classify_band_cells(act, nodes, world, rng=cfg.seed + b, shift_null=grid["shift_null"],
-                                   perm_null=grid["perm_null"])
+        grid, band, cells = classify_cells(act, nodes, world, cfg, b)
         node_codes, _ = rate_maps(act, nodes, world.n_nodes, second_half=False)      # (E, N)
         inv = translation_invariance(node_codes.T, as_geometry(world).coords)
         mem = _memory_neuron_metrics(r.memory_neurons[b], nodes, world, cfg)
         per_world.append(dict(world=world, grid=grid, band=band, invariance=inv, memory=mem,
                               maps=grid["maps"]))
-        active = grid["active"]
         summary.append({
-            "world": world.name, "n_nodes": world.n_nodes, "units": int(act.shape[1]),
-            "active_units": int(active.sum()),
-            "grid_cells": int(grid["is_grid"].sum()), "square_grid_cells": int(grid["is_square_grid"].sum()),
-            "band_cells": int(band["is_band"].sum()),
-            "frac_grid_of_active": _frac(grid["is_grid"], active),
-            "frac_square_of_active": _frac(grid["is_square_grid"], active),
-            "frac_band_of_active": _frac(band["is_band"], active),
-            "frac_beat_both_nulls_g60": _frac(grid["beats_shift_g60"] & grid["beats_perm_g60"], active),
-            "frac_beat_both_nulls_g90": _frac(grid["beats_shift_g90"] & grid["beats_perm_g90"], active),
-            "g60_median": _nanq(grid["g60"][active], 0.5), "g60_p90": _nanq(grid["g60"][active], 0.9),
-            "g90_median": _nanq(grid["g90"][active], 0.5), "g90_p90": _nanq(grid["g90"][active], 0.9),
-            "lattice_counts": {k: int(((grid["lattice"] == k) & active).sum())
-                               for k in ("hex", "square", "band", "ramp", "none")},
+            "world": world.name, "n_nodes": world.n_nodes, **cells,
             "translation_invariance": _scalar(inv),
             "memory_neurons": int(mem["ids"].size),
             "memory_place_metric_median": _nanq(mem["place_metric"], 0.5),
@@ -165,6 +149,31 @@ def analyse_model(model: TEMt | TEM, config: SpatialConfig, cfg: AnalysisConfig,
                                     if isinstance(summary[0][k], (int, float))},
                "remapping": {k: v for k, v in remap.items() if not k.startswith("_")}}
     return Analysis(metrics=metrics, rollout=r, worlds=worlds, per_world=per_world, remap=remap)
+
+
+def classify_cells(act: np.ndarray, nodes: np.ndarray, world, cfg: AnalysisConfig, index: int = 0):
+    """The search's cell rule (spec 5.3) on one walk: activity (T, U) at walk nodes (T,) in `world`, the index-th
+    analysis world (its nulls draw from seed cfg.seed + index). Returns the grid and band classifications and the
+    per-world counts and fractions of active units that every analysis reports."""
+    grid = classify_grid_cells(act, nodes, world, n_shuffles=cfg.n_shuffles, n_perm=cfg.n_perm, rng=cfg.seed + index)
+    band = classify_band_cells(act, nodes, world, rng=cfg.seed + index, shift_null=grid["shift_null"],
+                               perm_null=grid["perm_null"])
+    active = grid["active"]
+    cells = {
+        "units": int(act.shape[1]), "active_units": int(active.sum()),
+        "grid_cells": int(grid["is_grid"].sum()), "square_grid_cells": int(grid["is_square_grid"].sum()),
+        "band_cells": int(band["is_band"].sum()),
+        "frac_grid_of_active": _frac(grid["is_grid"], active),
+        "frac_square_of_active": _frac(grid["is_square_grid"], active),
+        "frac_band_of_active": _frac(band["is_band"], active),
+        "frac_beat_both_nulls_g60": _frac(grid["beats_shift_g60"] & grid["beats_perm_g60"], active),
+        "frac_beat_both_nulls_g90": _frac(grid["beats_shift_g90"] & grid["beats_perm_g90"], active),
+        "g60_median": _nanq(grid["g60"][active], 0.5), "g60_p90": _nanq(grid["g60"][active], 0.9),
+        "g90_median": _nanq(grid["g90"][active], 0.5), "g90_p90": _nanq(grid["g90"][active], 0.9),
+        "lattice_counts": {k: int(((grid["lattice"] == k) & active).sum())
+                           for k in ("hex", "square", "band", "ramp", "none")},
+    }
+    return grid, band, cells
 
 
 def _remapping(per_world: list, cfg: AnalysisConfig) -> dict:
