@@ -43,3 +43,7 @@ cat "$OUT/landmark_speed_cuda.json"
 timeout 150 $PY benchmarks/population_speed.py --device cuda --members 8 32 > "$OUT/population_speed_cuda.json" \
     2> "$OUT/population_speed_cuda.err"; echo "population_speed rc=$?"
 cat "$OUT/population_speed_cuda.json"
+# issue 7, part 3: the capturable step replayed as a CUDA graph (equality with eager steps, steps/s; target 5x 42/s)
+(cd benchmarks && timeout 150 $PY graph_step_speed.py --device cuda --threads 4) > "$OUT/graph_step_speed_cuda.json" \
+    2> "$OUT/graph_step_speed_cuda.err"; echo "graph_step_speed rc=$?"
+cat "$OUT/graph_step_speed_cuda.json"

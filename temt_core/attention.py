@@ -77,10 +77,11 @@ class TEMtAttention(nn.Module):
         key_dim: d_k, width of W_e (default E).
         value_dim: d_v, width of W_x (default n_x).
         multiplier: fixed extra factor on beta (1.0 = the paper's log(n) scaling alone).
+        capturable: never branch on the data (rows with nothing to read are zeroed unconditionally).
     """
 
     def __init__(self, pos_dim: int, n_stimuli: int, key_dim: int | None = None, value_dim: int | None = None,
-                 multiplier: float = 1.0):
+                 multiplier: float = 1.0, capturable: bool = False):
         super().__init__()
         if multiplier <= 0:
             raise ValueError(f"multiplier must be positive, got {multiplier}")
@@ -88,6 +89,7 @@ class TEMtAttention(nn.Module):
         self.key_dim = key_dim or pos_dim
         self.value_dim = value_dim or n_stimuli
         self.multiplier = multiplier
+        self.capturable = capturable
         self.W_e = nn.Parameter(torch.empty(pos_dim, self.key_dim))
         nn.init.orthogonal_(self.W_e)          # q . k = z . z' at init when d_k = E: similarity of positions
         self.W_x = nn.Embedding(n_stimuli, self.value_dim)
@@ -131,7 +133,7 @@ class TEMtAttention(nn.Module):
         scores = torch.cat([k.scores(q_tilde) for k in keys], -1)          # (B, T, K)
         probs = torch.softmax(scores, -1)                                   # (B, T, K) memory neurons
         empty = n == 0                                                      # nothing to read: weights all zero
-        if bool(empty.any()):
+        if self.capturable or bool(empty.any()):
             probs = probs.masked_fill(empty, 0.0)
         # The values are rows of W_x picked by the stored stimuli, so the read sum_k a_k W_x[x_k] equals
         # p(x) W_x with p(x) = sum_{k: x_k = x} a_k, the stimulus distribution the memory neurons retrieve.

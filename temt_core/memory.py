@@ -39,6 +39,17 @@ class MemoryStore:
                    slot=torch.zeros(batch, 0, dtype=torch.long, device=device),
                    valid=torch.zeros(batch, 0, dtype=torch.bool, device=device))
 
+    @classmethod
+    def empty_fixed(cls, batch: int, width: int, dim: int, keep_positions: bool, device=None,
+                    dtype=torch.float32) -> "MemoryStore":
+        """A store of fixed width (for `append_fixed`): `width` padding columns, nothing valid yet."""
+        return cls(z=torch.zeros(batch, width, dim, device=device, dtype=dtype),
+                   e=torch.zeros(batch, width, dim if keep_positions else 0, device=device, dtype=dtype),
+                   x=torch.zeros(batch, width, dtype=torch.long, device=device),
+                   world=torch.zeros(batch, width, dtype=torch.long, device=device),
+                   slot=torch.full((batch, width), -1, dtype=torch.long, device=device),
+                   valid=torch.zeros(batch, width, dtype=torch.bool, device=device))
+
     @property
     def size(self) -> int:
         """Width of the padded layout (>= the number of valid memories of any slot)."""
@@ -99,6 +110,30 @@ class MemoryStore:
         return merged
 
 
+    def append_fixed(self, chunk: "MemoryStore", current_world: torch.Tensor) -> "MemoryStore":
+        """`append` with the width fixed at this store's: each slot keeps its newest `self.size` readable
+        memories (oldest dropped first, as `append` with capacity = width), right-aligned, padding on the left.
+
+        No shape depends on the data and nothing is read back to the host, so a training step that uses it can be
+        captured as a CUDA graph (TEMtConfig.capturable). The same memories in the same order as `append`, laid
+        out differently: every consumer reads them through `valid`, so the model's outputs are equal (up to the
+        summation order of softmax sums over the padding's zeros)."""
+        C = self.size
+        merged = {f.name: torch.cat([getattr(self, f.name), getattr(chunk, f.name)], 1) for f in fields(self)}
+        valid = merged["valid"] & (merged["world"] == current_world.unsqueeze(1))               # (B, C + T)
+        newer = valid.flip(1).long().cumsum(1).flip(1)                  # rank from the newest readable memory
+        keep = valid & (newer <= C)
+        # kept entries last, in their order; the last C columns then hold every kept one (at most C)
+        order = torch.argsort(keep.to(torch.int8), dim=1, stable=True)[:, -C:] if C else keep[:, :0].long()
+        B, K = keep.shape
+        rows = (order + K * torch.arange(B, device=order.device).unsqueeze(1)).reshape(-1)
+        take = lambda t: t.reshape(B * K, *t.shape[2:]).index_select(0, rows).reshape(B, C, *t.shape[2:])
+        packed = MemoryStore(**{name: take(t) for name, t in merged.items()})
+        packed.valid = keep.gather(1, order)
+        packed.slot = packed.slot.masked_fill(~packed.valid, -1)
+        return packed
+
+
 def slot_ids(stored: torch.Tensor, new_world: torch.Tensor, count0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Memory-neuron ids for a chunk: the running count of stored memories in each world.
 
@@ -121,7 +156,7 @@ def slot_ids(stored: torch.Tensor, new_world: torch.Tensor, count0: torch.Tensor
 
 @torch.no_grad()
 def find_duplicates(z: torch.Tensor, x: torch.Tensor, world: torch.Tensor, mem: MemoryStore | None,
-                    threshold: float) -> torch.Tensor:
+                    threshold: float, fixed_rounds: bool = False) -> torch.Tensor:
     """Which steps of a chunk repeat a conjunction that is already stored.
 
     z: (B, T, E) z-scored positions of the chunk, x: (B, T) stimuli, world: (B, T) world id of each step.
@@ -129,6 +164,8 @@ def find_duplicates(z: torch.Tensor, x: torch.Tensor, world: torch.Tensor, mem: 
     returns dup (B, T) bool. Sequential semantics, resolved by fixed-point iteration: step t is a duplicate iff
     a stored memory, or an earlier non-duplicate step of the chunk, has the same stimulus and world and
     cosine similarity above threshold.
+    fixed_rounds: run T + 1 rounds without testing for convergence (no host read: TEMtConfig.capturable); the
+    fixed point is reached within T rounds, so the result is the same.
     """
     B, T, _ = z.shape
     zn = F.normalize(z, dim=-1)
@@ -142,6 +179,10 @@ def find_duplicates(z: torch.Tensor, x: torch.Tensor, world: torch.Tensor, mem: 
     match = ((zn @ zn.transpose(1, 2)) > threshold) & (x.unsqueeze(2) == x.unsqueeze(1))
     match &= earlier & (world.unsqueeze(2) == world.unsqueeze(1))           # (B, T, T): t repeats tau < t
     dup = dup_store.clone()
+    if fixed_rounds:
+        for _ in range(T + 1):
+            dup = dup_store | (match & ~dup.unsqueeze(1)).any(-1)
+        return dup
     for _ in range(T + 1):        # converges in (length of the longest duplicate chain) rounds, usually 1-3
         new = dup_store | (match & ~dup.unsqueeze(1)).any(-1)
         if torch.equal(new, dup):

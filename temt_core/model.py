@@ -60,7 +60,7 @@ from .landmark import QUERIES, LandmarkCorrection, LandmarkKeys
 from .landmark_loop import DedupStore, landmark_loop, store_keys
 from .memory import MemoryStore, find_duplicates, slot_ids
 from .positions import ACTIVATIONS, METHODS, RESET, TRANSITIONS, RecurrentPositions, wide_transitions
-from .validation import check_index_tensor, check_shape, raise_if_not_finite
+from .validation import assert_index_on_device, check_index_tensor, check_shape, raise_if_not_finite
 
 
 @dataclass
@@ -90,6 +90,13 @@ class TEMtConfig:
     attention_multiplier: float = 1.0   # fixed factor on log(n)/sqrt(d_k) (spec L7 sweeps it)
     dedup_threshold: float | None = 0.95  # cosine above which a same-stimulus memory counts as a repeat
     max_memories: int | None = None     # per batch slot; oldest dropped first. None: only world resets clear it
+    capturable: bool = False            # a training step with fixed shapes and no host reads, so that it can be
+                                        # captured as a CUDA graph: the store is always max_memories wide (padding
+                                        # marked invalid), input ranges are checked on the device, resets and
+                                        # de-duplication run without data-dependent branches, and the per-chunk
+                                        # finiteness check is the caller's (it reads a value back). Same numbers
+                                        # as False (tests/core/test_capturable.py); slower on a CPU while the store
+                                        # fills, since the padding is scored
     # landmark correction
     landmark: str | None = None         # None | 'stimulus' | 'product' (the paper's suggested query)
     landmark_key_dim: int = 32
@@ -142,6 +149,17 @@ class TEMtConfig:
             problems.append(f"dedup_threshold must be in (-1, 1) or None (got {self.dedup_threshold})")
         if self.max_memories is not None and self.max_memories < 1:
             problems.append(f"max_memories must be >= 1 or None (got {self.max_memories})")
+        if self.capturable:
+            if self.max_memories is None:
+                problems.append("capturable=True needs max_memories (the store's fixed width), got None")
+            if self.landmark is not None:
+                problems.append(f"capturable=True needs landmark=None (got {self.landmark!r}): the landmark loop "
+                                "still reads which steps reset back to the host")
+            if self.n_stimuli_2:
+                problems.append(f"capturable=True needs n_stimuli_2=0 (got {self.n_stimuli_2}): the second "
+                                "stream's store is not fixed-width yet")
+            if self.recurrence == "loop":
+                problems.append("capturable=True needs recurrence 'auto', 'fused' or 'scan' (got 'loop')")
         if self.module_norm is not None and (self.module_norm <= 0 or self.bound is not None):
             problems.append(f"module_norm must be positive and needs bound=None (got module_norm={self.module_norm}, "
                             f"bound={self.bound})")
@@ -230,9 +248,9 @@ class TEMt(nn.Module):
         self.positions = RecurrentPositions(
             c.n_actions, c.pos_dim, activation=c.activation, bound=c.bound, transition=c.transition,
             stay_action=c.stay_action, n_modules=c.n_modules, init_std=c.transition_init_std, method=c.recurrence,
-            inverse_actions=c.inverse_actions, module_norm=c.module_norm)
+            inverse_actions=c.inverse_actions, module_norm=c.module_norm, capturable=c.capturable)
         self.attention = TEMtAttention(c.pos_dim, c.n_stimuli, key_dim=c.key_dim, value_dim=c.value_dim,
-                                       multiplier=c.attention_multiplier)
+                                       multiplier=c.attention_multiplier, capturable=c.capturable)
         self.attention_backend = "auto"     # 'explicit' | 'sdpa' | 'auto' (see TEMtAttention.forward)
         self.landmark = (LandmarkCorrection(c.pos_dim, c.n_stimuli, query=c.landmark, key_dim=c.landmark_key_dim)
                          if c.landmark else None)
@@ -246,9 +264,10 @@ class TEMt(nn.Module):
 
     def initial_state(self, batch: int, device=None) -> TEMtState:
         device = device or self.positions.e_init.device
-        return TEMtState(e=self.positions.initial(batch).detach().to(device),
-                         memory=MemoryStore.empty(batch, self.config.pos_dim, self.landmark is not None, device,
-                                                  self.positions.e_init.dtype),
+        c, dtype = self.config, self.positions.e_init.dtype
+        memory = (MemoryStore.empty_fixed(batch, c.max_memories, c.pos_dim, self.landmark is not None, device, dtype)
+                  if c.capturable else MemoryStore.empty(batch, c.pos_dim, self.landmark is not None, device, dtype))
+        return TEMtState(e=self.positions.initial(batch).detach().to(device), memory=memory,
                          world=torch.zeros(batch, dtype=torch.long, device=device),
                          count=torch.zeros(batch, dtype=torch.long, device=device),
                          x2=None if self.stream_2 is None else torch.zeros(batch, 0, dtype=torch.long, device=device))
@@ -425,7 +444,7 @@ class TEMt(nn.Module):
         if x2 is not None:     # a repeat needs both stimuli to match: compare joint ids x * n_x2 + x2
             n2 = self.config.n_stimuli_2
             x, mem = x * n2 + x2, replace(mem, x=mem.x * n2 + mem_x2)
-        return ~find_duplicates(z, x, world, mem, self.config.dedup_threshold)
+        return ~find_duplicates(z, x, world, mem, self.config.dedup_threshold, fixed_rounds=self.config.capturable)
 
     def _key_ids(self, state, actions, stored):
         chunk_slots, _ = slot_ids(stored, actions == RESET, state.count)
@@ -459,7 +478,10 @@ class TEMt(nn.Module):
         slots, count = slot_ids(stored, actions == RESET, state.count)
         kept_e = e.detach() if self.landmark is not None else e.new_zeros(*e.shape[:2], 0)
         chunk = MemoryStore(z=z.detach(), e=kept_e, x=x, world=world, slot=slots, valid=stored)
-        memory = state.memory.append(chunk, world[:, -1], self.config.max_memories)
+        if self.config.capturable:
+            memory = state.memory.append_fixed(chunk, world[:, -1])
+        else:
+            memory = state.memory.append(chunk, world[:, -1], self.config.max_memories)
         kept_x2 = None
         if x2 is not None:
             # The stream-2 ids ride through the same append as the ids of a store without positions: append's
@@ -472,16 +494,20 @@ class TEMt(nn.Module):
 
     def _check_inputs(self, x, actions, state, loss_mask, x2=None):
         c = self.config
-        check_index_tensor("x", x, ndim=2, low=0, high=c.n_stimuli - 1, meaning="a stimulus id in [0, n_stimuli)")
+        check = assert_index_on_device if c.capturable else check_index_tensor
+        check("x", x, ndim=2, low=0, high=c.n_stimuli - 1, meaning="a stimulus id in [0, n_stimuli)")
         check_shape("actions", actions, tuple(x.shape))
-        check_index_tensor("actions", actions, ndim=2, low=RESET, high=c.n_actions - 1,
-                           meaning="an action id in [0, n_actions) or RESET (-1)")
+        check("actions", actions, ndim=2, low=RESET, high=c.n_actions - 1,
+              meaning="an action id in [0, n_actions) or RESET (-1)")
         B, T = x.shape
         if T == 0:
             raise ValueError("x and actions must have at least one step (got T = 0)")
         if loss_mask is not None:
             check_shape("loss_mask", loss_mask, (B, T))
-            if loss_mask.dtype != torch.bool and not bool(((loss_mask >= 0) & torch.isfinite(loss_mask)).all()):
+            ok = lambda m: ((m >= 0) & torch.isfinite(m)).all()
+            if loss_mask.dtype != torch.bool and c.capturable:
+                torch._assert_async(ok(loss_mask), "loss_mask must hold finite weights >= 0 (a bool mask, or 0/1)")
+            elif loss_mask.dtype != torch.bool and not bool(ok(loss_mask)):
                 bad = ~((loss_mask >= 0) & torch.isfinite(loss_mask))
                 where = tuple(bad.nonzero()[0].tolist())
                 raise ValueError(f"loss_mask must hold finite weights >= 0 (a bool mask, or 0/1): "
@@ -491,6 +517,9 @@ class TEMt(nn.Module):
                 raise TypeError(f"state must be a TEMtState (the .state of a previous output), got "
                                 f"{type(state).__name__}")
             check_shape("state.e", state.e, (B, c.pos_dim))
+            if c.capturable and state.memory.size != c.max_memories:
+                raise ValueError(f"state.memory is {state.memory.size} wide, but a capturable model keeps exactly "
+                                 f"max_memories = {c.max_memories}: the state comes from a model with other settings")
         self._check_second_stream(x2, state, B, T)
         return B, T
 

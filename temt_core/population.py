@@ -72,6 +72,9 @@ def check_population_config(config: TEMtConfig, where: str = "member") -> None:
     if config.module_norm is not None:
         raise ValueError(f"{where}: model.module_norm={config.module_norm}: populations do not normalise modules yet; "
                          "train these models one by one")
+    if config.capturable:
+        raise ValueError(f"{where}: model.capturable=True: populations keep a store whose width follows the data; "
+                         "capturable steps are for single models (temt_core.graph_step) for now")
 
 
 @dataclass

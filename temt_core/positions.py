@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .validation import check_index_tensor, check_shape, raise_if_not_finite
+from .validation import assert_index_on_device, check_index_tensor, check_shape, raise_if_not_finite
 
 RESET = -1  # action id that starts a new world (time mode)
 
@@ -132,7 +132,7 @@ class _FusedRecurrence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, e0, W, e_init, actions, activation, bound, norm=None):
+    def forward(ctx, e0, W, e_init, actions, activation, bound, norm=None, capturable=False):
         # Time-major inside (T, B, E): every per-step slice is contiguous, which makes gather and the stores
         # several times cheaper than strided (B, T, E) slices.
         B, T = actions.shape
@@ -140,7 +140,8 @@ class _FusedRecurrence(torch.autograd.Function):
         wide = wide_transitions(W)                                                   # (E, A*E)
         cols = _columns(actions, E)                                       # (T, B, E) int64
         reset = (actions == RESET).t()                                    # (T, B)
-        reset_steps = reset.any(1).tolist()                               # one host sync, not T
+        # which steps have a RESET: one host read, not T (capturable: none, and every step applies the reset)
+        reset_steps = [True] * T if capturable else reset.any(1).tolist()
         h_all = e0.new_empty(T, B, E)
         y_all = e0.new_empty(T, B, E)
         e = e0
@@ -154,7 +155,7 @@ class _FusedRecurrence(torch.autograd.Function):
                 y_all[t] = torch.where(reset[t, :, None], e_init, y_all[t])
             e = y_all[t]
         ctx.save_for_backward(e0, W, e_init, actions, h_all, y_all)
-        ctx.activation, ctx.bound, ctx.norm = activation, bound, norm
+        ctx.activation, ctx.bound, ctx.norm, ctx.capturable = activation, bound, norm, capturable
         return y_all.transpose(0, 1)                                      # (B, T, E) view
 
     @staticmethod
@@ -163,7 +164,7 @@ class _FusedRecurrence(torch.autograd.Function):
         T, B, E = h_all.shape
         A = W.shape[0]
         reset = (actions == RESET).t()                                    # (T, B)
-        reset_steps = reset.any(1).tolist()
+        reset_steps = [True] * T if ctx.capturable else reset.any(1).tolist()
         cols = _columns(actions, E)
         wide_t = wide_transitions(W.transpose(1, 2))                                 # dh @ wide_t -> dh W_a^T blocks
         dsig = _activation_grad(h_all, ctx.activation, ctx.bound)         # (T, B, E), all steps at once
@@ -181,21 +182,27 @@ class _FusedRecurrence(torch.autograd.Function):
                 d_init = d_init + (de * reset[t, :, None]).sum(0)
             torch.mul(de if norm is None else norm.backward(de, unit[t], scale[t]), dsig[t], out=dh_all[t])
             de = torch.mm(dh_all[t], wide_t).gather(1, cols[t])           # gradient on y_{t-1}
-        dW = transition_grad(e0, y_all, dh_all, actions, A) if ctx.needs_input_grad[1] else None
-        return de, dW, d_init, None, None, None, None
+        dW = transition_grad(e0, y_all, dh_all, actions, A, ctx.capturable) if ctx.needs_input_grad[1] else None
+        return de, dW, d_init, None, None, None, None, None
 
 
 def transition_grad(e0: torch.Tensor, y_all: torch.Tensor, dh_all: torch.Tensor, actions: torch.Tensor,
-                    n_actions: int) -> torch.Tensor:
+                    n_actions: int, fixed_shapes: bool = False) -> torch.Tensor:
     """dW_a = sum over the steps that took action a of y_{t-1}^T dh_t, for a recurrence h_t = y_{t-1} W_{a_t}.
 
     e0 (B, E) position before the chunk, y_all (T, B, E) positions, dh_all (T, B, E) gradients on h, actions (B, T).
     Samples are sorted by action and each action gets one matmul (4x cheaper than a one-hot (A*E, N) product).
     RESET rows must have dh = 0 (their output is e_init), so their action id is moot.
+    fixed_shapes: no shape depends on the actions and nothing is read back to the host (TEMtConfig.capturable):
+    one (A*E, N) x (N, E) product of the one-hot-expanded positions, A times the arithmetic of the sorted split.
     """
     T, B, E = y_all.shape
     prev = torch.cat([e0.unsqueeze(0), y_all[:-1]], 0).reshape(T * B, E)
     flat = actions.t().clamp(min=0).reshape(-1)
+    if fixed_shapes:
+        onehot = F.one_hot(flat, n_actions).to(prev.dtype)                               # (N, A)
+        wide_prev = (onehot.unsqueeze(-1) * prev.unsqueeze(1)).reshape(T * B, n_actions * E)
+        return wide_prev.t().mm(dh_all.reshape(T * B, E)).view(n_actions, E, E)
     order = torch.argsort(flat)
     counts = torch.bincount(flat, minlength=n_actions).tolist()
     prev_sorted = prev[order].split(counts)
@@ -252,12 +259,15 @@ class RecurrentPositions(nn.Module):
         mlp_hidden: hidden width of the 'mlp' transition (TEM's d_hidden_dim is 20).
         method: default execution path for time mode, one of METHODS.
         check_finite: raise a clear error, naming batch and step, when e stops being finite.
+        capturable: no host reads and no data-dependent shapes in forward and backward (TEMtConfig.capturable):
+            actions are range-checked on the device (torch._assert_async), resets are applied at every step,
+            and the finiteness check is left to the caller (it reads a value back).
     """
 
     def __init__(self, n_actions: int, dim: int, activation: str = "relu", bound: float | None = 1.0,
                  transition: str = "matrix", stay_action: int | None = None, n_modules: int = 1,
                  init_std: float = 0.0, mlp_hidden: int = 20, method: str = "auto", check_finite: bool = True,
-                 inverse_actions: tuple = (), module_norm: float | None = None):
+                 inverse_actions: tuple = (), module_norm: float | None = None, capturable: bool = False):
         super().__init__()
         if n_actions < 1:
             raise ValueError(f"n_actions must be >= 1, got {n_actions}")
@@ -282,6 +292,7 @@ class RecurrentPositions(nn.Module):
         self.n_actions, self.dim = n_actions, dim
         self.activation, self.bound, self.transition, self.method = activation, bound, transition, method
         self.stay_action, self.n_modules, self.check_finite = stay_action, n_modules, check_finite
+        self.capturable = capturable
 
         # Start position of every new world (TEM's g_init). Non-negative activations get |N(0, 0.5)| so that
         # the first step does not kill half of the units.
@@ -382,8 +393,9 @@ class RecurrentPositions(nn.Module):
         W:       precomputed transition_matrices(), to share one computation between calls.
         returns  e: (B, T, E)
         """
-        check_index_tensor("actions", actions, ndim=2, low=RESET, high=self.n_actions - 1,
-                           meaning="an action id in [0, n_actions) or RESET (-1)")
+        check = assert_index_on_device if self.capturable else check_index_tensor
+        check("actions", actions, ndim=2, low=RESET, high=self.n_actions - 1,
+              meaning="an action id in [0, n_actions) or RESET (-1)")
         B, T = actions.shape
         if e0 is None:
             e0 = self.initial(B)
@@ -401,10 +413,10 @@ class RecurrentPositions(nn.Module):
             # precision hurts most.
             with torch.autocast(device_type=actions.device.type, enabled=False):
                 e = _FusedRecurrence.apply(e0.to(W.dtype), W, self.e_init, actions, self.activation, self.bound,
-                                           self.norm)
+                                           self.norm, self.capturable)
         else:
             e = _scan_linear(e0, W, self.e_init, actions)
-        if self.check_finite:
+        if self.check_finite and not self.capturable:
             raise_if_not_finite("positions e", e, hint=self._stability_hint())
         return e
 

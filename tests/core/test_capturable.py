@@ -1,0 +1,192 @@
+"""TEMtConfig.capturable: a training step with fixed shapes and no host reads (what CUDA-graph capture needs),
+equal to the ordinary step in float64, and shown to read nothing back by a probe that can fail."""
+import copy
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+from temt_core.memory import MemoryStore
+from temt_core.model import TEMt, TEMtConfig
+from temt_core.positions import RESET
+
+N_X = 5
+
+
+def _pair(capacity=24, **overrides):
+    """A capturable model and the same weights as an ordinary one, float64."""
+    torch.manual_seed(0)
+    cfg = dict(n_actions=5, n_stimuli=N_X, pos_dim=16, transition_init_std=0.5, max_memories=capacity)
+    cfg.update(overrides)
+    fixed = TEMt(TEMtConfig(**cfg, capturable=True)).double()
+    plain = TEMt(TEMtConfig(**cfg)).double()
+    plain.load_state_dict(fixed.state_dict())
+    return fixed, plain
+
+
+def _chunks(B=3, T=10, n=6, seed=0):
+    """n chunks; every slot starts a world, slot 1 starts another inside chunk 2 and slot 2 at chunk 4's start
+    (or in the last step when there are fewer chunks)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, N_X, (B, T * n), generator=g)
+    a = torch.randint(0, 5, (B, T * n), generator=g)
+    a[:, 0] = RESET
+    a[1, min(2 * T + 3, T * n - 1)] = RESET
+    a[2, min(4 * T, T * n - 1)] = RESET
+    return [(x[:, i * T:(i + 1) * T], a[:, i * T:(i + 1) * T]) for i in range(n)]
+
+
+def _close(u: torch.Tensor, v: torch.Tensor, tol: float = 1e-10) -> bool:
+    """Equal to tol relative to the larger of 1 and v's largest entry (linear codes grow by orders of magnitude)."""
+    u, v = u.detach(), v.detach()
+    return bool((u - v).abs().max() <= tol * max(1.0, float(v.abs().max())))
+
+
+def _memories(store: MemoryStore, b: int):
+    """Slot b's readable memories in their stored order: (z, x, slot)."""
+    keep = store.valid[b]
+    return store.z[b, keep], store.x[b, keep], store.slot[b, keep]
+
+
+@pytest.mark.parametrize("dedup", [None, 0.9])
+@pytest.mark.parametrize("activation,bound", [("relu", 1.0), ("linear", None)])
+def test_capturable_training_equals_the_ordinary_step(dedup, activation, bound):
+    """Losses, logits, gradients and the weights after Adam steps agree to 1e-10 (relative to their scale) over
+    chunks with world resets
+    and a store that overflows its capacity (24 memories, 60 steps per slot)."""
+    fixed, plain = _pair(dedup_threshold=dedup, activation=activation, bound=bound)
+    opts = [torch.optim.Adam(m.parameters(), lr=1e-2) for m in (fixed, plain)]
+    states = [None, None]
+    overflowed = False
+    for x, a in _chunks():
+        outs = []
+        for i, (model, opt) in enumerate(zip((fixed, plain), opts)):
+            out = model(x, a, states[i])
+            opt.zero_grad()
+            out.loss.backward()
+            outs.append((out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+            opt.step()
+            states[i] = out.state
+        (of, gf), (op, gp) = outs
+        assert _close(of.loss, op.loss) and _close(of.logits, op.logits)
+        assert torch.equal(of.stored, op.stored)
+        assert gf.keys() == gp.keys()
+        for name in gf:
+            assert _close(gf[name], gp[name]), name
+        assert of.state.memory.size == 24                      # the width never moves
+        overflowed |= bool((op.state.memory.valid.sum(1) == 24).any())
+        for b in range(x.shape[0]):
+            for u, v in zip(_memories(of.state.memory, b), _memories(op.state.memory, b)):
+                assert _close(u, v) if u.is_floating_point() else torch.equal(u, v)
+    assert overflowed, "the test must reach the capacity"
+    for p, q in zip(fixed.parameters(), plain.parameters()):
+        assert _close(p, q)
+
+
+class _HostReads(TorchFunctionMode):
+    """Counts what makes a device synchronise or a shape depend on the data: values read into Python (item,
+    tolist, bool, int, float, index) anywhere in the step, forward and backward (the backward runs outside torch
+    function modes, so the tensor methods are patched for the step's duration), and data-dependent ops called
+    from Python (nonzero, equal, bincount, unique, masked_select, boolean indexing)."""
+
+    METHODS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__")
+    FUNCS = {torch.nonzero, torch.Tensor.nonzero, torch.equal, torch.bincount, torch.unique, torch.masked_select,
+             torch.Tensor.masked_select}
+
+    def __init__(self):
+        super().__init__()
+        self.hits = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.FUNCS or (func is torch.Tensor.__getitem__ and len(args) > 1 and isinstance(args[1], torch.Tensor)
+                                  and args[1].dtype == torch.bool):
+            self.hits.append(getattr(func, "__name__", str(func)))
+        return func(*args, **(kwargs or {}))
+
+    def __enter__(self):
+        self._saved = {m: getattr(torch.Tensor, m) for m in self.METHODS}
+        for m, f in self._saved.items():
+            def counted(t, *a, _f=f, _m=m, **k):
+                self.hits.append(_m)
+                return _f(t, *a, **k)
+            setattr(torch.Tensor, m, counted)
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        for m, f in self._saved.items():
+            setattr(torch.Tensor, m, f)
+        return super().__exit__(*exc)
+
+
+def _step_reads(model, dedup_chunks=3):
+    """Host reads of the last of a few training steps (forward, loss, backward; the optimiser is the caller's:
+    torch's Adam(capturable=True) covers it on a GPU)."""
+    state = None
+    for x, a in _chunks(n=dedup_chunks):
+        probe = _HostReads()
+        with probe:
+            out = model(x, a, state, loss_mask=torch.ones(x.shape, dtype=torch.float64))
+            out.loss.backward()
+        state = out.state
+    return probe.hits
+
+
+@pytest.mark.parametrize("dedup", [None, 0.9])
+def test_a_capturable_step_reads_nothing_back(dedup):
+    fixed, plain = _pair(dedup_threshold=dedup)
+    assert _step_reads(fixed) == []
+    assert _step_reads(plain), "the probe must see the ordinary step's host reads (else it proves nothing)"
+
+
+def test_capturable_config_and_state_errors():
+    with pytest.raises(ValueError, match="capturable=True needs max_memories"):
+        TEMtConfig(capturable=True)
+    with pytest.raises(ValueError, match="capturable=True needs landmark=None"):
+        TEMtConfig(capturable=True, max_memories=10, landmark="stimulus")
+    fixed, plain = _pair()
+    x, a = _chunks(n=1)[0]
+    with pytest.raises(ValueError, match="max_memories = 24"):
+        fixed(x, a, plain(x, a).state)
+    bad = x.clone()
+    bad[0, 3] = N_X
+    with pytest.raises(RuntimeError, match=r"x holds a value out of range.*\[0, 4\]"):
+        fixed(bad, a)
+
+
+def test_graph_step_on_its_fixed_buffers_trains_as_an_ordinary_loop():
+    """GraphTrainStep's body (what a GPU captures; eager here) equals an ordinary loop of the non-capturable
+    model with the same clip and Adam: the buffers carry the state from chunk to chunk exactly."""
+    from temt_core.graph_step import GraphTrainStep
+    fixed, plain = _pair(dedup_threshold=0.9)
+    step = GraphTrainStep(fixed, torch.optim.Adam(fixed.parameters(), lr=1e-2), batch=3, chunk=10, clip=0.5)
+    opt = torch.optim.Adam(plain.parameters(), lr=1e-2)
+    state = None
+    for i, (x, a) in enumerate(_chunks()):
+        mask = (torch.arange(10) % 3 != 0).double().expand(3, 10)
+        if i == 3:
+            step.set_lr(5e-3)
+            opt.param_groups[0]["lr"] = 5e-3
+        loss = step(x, a, mask).clone()
+        out = plain(x, a, state, loss_mask=mask)
+        opt.zero_grad()
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(plain.parameters(), 0.5)
+        opt.step()
+        state = out.state
+        assert _close(loss, out.loss) and _close(step.parts["x_pi"], out.parts["x_pi"])
+        for u, v in zip(_memories(step.state.memory, 1), _memories(state.memory, 1)):
+            assert _close(u, v) if u.is_floating_point() else torch.equal(u, v)
+    for p, q in zip(fixed.parameters(), plain.parameters()):
+        assert _close(p, q)
+    with pytest.raises(ValueError, match="fixed shape"):
+        step(x[:, :5], a[:, :5])
+    with pytest.raises(ValueError, match="capturable=True"):
+        GraphTrainStep(plain, opt, batch=3, chunk=10)
+    with pytest.raises(ValueError, match="CUDA device"):
+        GraphTrainStep(fixed, opt, batch=3, chunk=10, use_graph=True)
+
+
+def test_populations_refuse_capturable_members():
+    from temt_core.population import check_population_config
+    with pytest.raises(ValueError, match="model.capturable=True"):
+        check_population_config(TEMtConfig(capturable=True, max_memories=10))
