@@ -6,6 +6,9 @@
 Reference config (as core_speed.py): batch 16, chunks of 75 steps, e = 128, n_x = 45, slots reset every 1,000 steps
 out of phase, de-duplication off; the store is max_memories = 1,000 wide (capturable: always that wide).
 
+Both for the parallel path and for landmark correction (stimulus query), whose 75-step loop is where a GPU waits
+most on launches.
+
     eager            TEMt as trained today (store width follows the data, host reads allowed)
     eager_capturable TEMtConfig(capturable=True): fixed width, no host reads, still one launch per kernel
     graph            the capturable step in temt_core.graph_step.GraphTrainStep, replayed as one CUDA graph
@@ -68,38 +71,37 @@ def main():
     base = dict(n_actions=5, n_stimuli=45, pos_dim=128, dedup_threshold=None, transition_init_std=0.3,
                 max_memories=1000)
     chunks = synthetic_stream(args.batch, 75, args.warmup + args.chunks, 1000, 5, 45)
-    torch.manual_seed(0)
-    plain = TEMt(TEMtConfig(**base)).to(device)
-    fixed = TEMt(TEMtConfig(**base, capturable=True)).to(device)
-    fixed.load_state_dict(plain.state_dict())
     result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
               "threads": args.threads, "config": f"batch {args.batch} x 75 steps, e=128, n_x=45, memory 0..1000 "
-                                                 "per slot, dedup off, max_memories=1000", "runs": {}}
+                                                 "per slot, dedup off, max_memories=1000", "runs": {}, "ratios": {}}
+    for model_name, extra in (("parallel", {}), ("landmark_stimulus", {"landmark": "stimulus"})):
+        torch.manual_seed(0)
+        plain = TEMt(TEMtConfig(**base, **extra)).to(device)
+        fixed = TEMt(TEMtConfig(**base, **extra, capturable=True)).to(device)
+        fixed.load_state_dict(plain.state_dict())
+        runs = result["runs"][model_name] = {}
+        opt, state = _optimizer(plain, device, False), [None]
 
-    opt = _optimizer(plain, device, False)
-    state = [None]
-
-    def eager(x, a):
-        out = plain(x, a, state[0])
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        opt.step()
-        state[0] = out.state
-        return out.loss
-    result["runs"]["eager"], _ = run_arm(eager, chunks, args.warmup, device)
-
-    twin = copy.deepcopy(fixed)
-    eager_step = GraphTrainStep(fixed, _optimizer(fixed, device, True), args.batch, 75, use_graph=False)
-    result["runs"]["eager_capturable"], eager_losses = run_arm(eager_step, chunks, args.warmup, device)
-    if device.type == "cuda":
-        graph_step = GraphTrainStep(twin, _optimizer(twin, device, True), args.batch, 75, use_graph=True)
-        result["runs"]["graph"], graph_losses = run_arm(graph_step, chunks, args.warmup, device)
-        rel = ((graph_losses - eager_losses).abs() / eager_losses.abs().clamp(min=1e-12)).max()
-        result["graph_vs_eager_capturable_max_rel_loss_diff"] = float(rel)
-    r = {k: v["steps_per_s"] for k, v in result["runs"].items()}
-    result["ratios"] = {"eager_capturable_over_eager": r["eager_capturable"] / r["eager"]}
-    if "graph" in r:
-        result["ratios"].update(graph_over_eager=r["graph"] / r["eager"], graph_steps_per_s_over_42=r["graph"] / 42)
+        def eager(x, a):
+            out = plain(x, a, state[0])
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            opt.step()
+            state[0] = out.state
+            return out.loss
+        runs["eager"], _ = run_arm(eager, chunks, args.warmup, device)
+        twin = copy.deepcopy(fixed)
+        eager_step = GraphTrainStep(fixed, _optimizer(fixed, device, True), args.batch, 75, use_graph=False)
+        runs["eager_capturable"], eager_losses = run_arm(eager_step, chunks, args.warmup, device)
+        r = result["ratios"][model_name] = {
+            "eager_capturable_over_eager": runs["eager_capturable"]["steps_per_s"] / runs["eager"]["steps_per_s"]}
+        if device.type == "cuda":
+            graph_step = GraphTrainStep(twin, _optimizer(twin, device, True), args.batch, 75, use_graph=True)
+            runs["graph"], graph_losses = run_arm(graph_step, chunks, args.warmup, device)
+            rel = ((graph_losses - eager_losses).abs() / eager_losses.abs().clamp(min=1e-12)).max()
+            r["graph_vs_eager_capturable_max_rel_loss_diff"] = float(rel)
+            r["graph_over_eager"] = runs["graph"]["steps_per_s"] / runs["eager"]["steps_per_s"]
+            r["graph_steps_per_s_over_42"] = runs["graph"]["steps_per_s"] / 42
     print(json.dumps(result, indent=1))
 
 

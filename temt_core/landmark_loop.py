@@ -117,7 +117,7 @@ class _LandmarkLoop(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, e0, W, e_init, gram, gate_w, gate_b, actions, x, world, store, dedup_store,
-                activation, bound, product, dedup, norm=None):
+                activation, bound, product, dedup, norm=None, capturable=False):
         ctx.set_materialize_grads(False)        # outputs the loss does not use (often the gate) get None
         B, T = actions.shape
         E = W.shape[-1]
@@ -127,7 +127,8 @@ class _LandmarkLoop(torch.autograd.Function):
         wide = wide_transitions(W)                                          # (E, A*E)
         cols = _columns(actions, E)                                         # (T, B, E)
         reset = (actions == RESET).t()                                      # (T, B)
-        reset_steps = reset.any(1).tolist()                                 # one host sync per chunk
+        # one host read per chunk (capturable: none, and every step applies the reset)
+        reset_steps = [True] * T if capturable else reset.any(1).tolist()
         x_t, world_t = x.t(), world.t()                                     # (T, B)
         earlier = torch.ones(T, T, dtype=torch.bool, device=x.device).tril(-1)          # [t, tau]: tau < t
         static = torch.cat([store.readable, earlier.unsqueeze(1) & (world_t.unsqueeze(-1) == world.unsqueeze(0))],
@@ -156,7 +157,8 @@ class _LandmarkLoop(torch.autograd.Function):
             L_all = torch.log(n_all.clamp(min=1).to(e0.dtype))
         else:
             L_all, any_all = e0.new_empty(T, B, 1), e0.new_empty(T, B, 1)
-            groups = _StimulusGroups(dedup_store.zn, dedup_store.x, dedup_store.readable, n_x)
+            groups = (_FlatStore if capturable else _StimulusGroups)(dedup_store.zn, dedup_store.x,
+                                                                      dedup_store.readable, n_x)
             chunk_ok = static[:, :, M:] & (x.unsqueeze(0) == x_t.unsqueeze(-1))           # (T, B, T) same x
             store_readable_t = store.readable.any(-1)                                    # (T, B)
 
@@ -213,6 +215,7 @@ class _LandmarkLoop(torch.autograd.Function):
         ctx.save_for_backward(e0, W, e_init, gate_w, actions, h_all, e_all, e_pi_all, f_all, gin, w_all, L_all,
                               S, gram_index, values, keys_t, c_all)
         ctx.activation, ctx.bound, ctx.product, ctx.n_x, ctx.M, ctx.norm = activation, bound, product, n_x, M, norm
+        ctx.capturable = capturable
         ctx.mark_non_differentiable(stored)
         return e_pi_all, e_all, f_all, stored
 
@@ -224,7 +227,7 @@ class _LandmarkLoop(torch.autograd.Function):
         T, B, E = e_all.shape
         A = W.shape[0]
         reset = (actions == RESET).t()
-        reset_steps = reset.any(1).tolist()
+        reset_steps = [True] * T if ctx.capturable else reset.any(1).tolist()
         cols = _columns(actions, E)
         wide_t = wide_transitions(W.transpose(1, 2))
         dsig = _activation_grad(h_all, ctx.activation, ctx.bound).masked_fill_(reset.unsqueeze(-1), 0.0)
@@ -285,13 +288,13 @@ class _LandmarkLoop(torch.autograd.Function):
                 d_init = d_init + (d_pi * reset[t, :, None]).sum(0)
             torch.mul(d_pi if norm is None else norm.backward(d_pi, unit[t], scale[t]), dsig[t], out=dh_all[t])
             de = torch.mm(dh_all[t], wide_t).gather(1, cols[t])
-        dW = transition_grad(e0, e_all, dh_all, actions, A) if ctx.needs_input_grad[1] else None
+        dW = transition_grad(e0, e_all, dh_all, actions, A, ctx.capturable) if ctx.needs_input_grad[1] else None
         n_x = ctx.n_x
         d_gram = dS.new_zeros(n_x * n_x).index_add_(0, gram_index.reshape(-1), dS.reshape(-1)).view(n_x, n_x)
         d_pre_flat = d_pre_all.reshape(T * B, E)
         d_gate_w = d_pre_flat.t().mm(gin.reshape(T * B, 2 * E + 1))
         d_gate_b = d_pre_flat.sum(0)
-        return (de, dW, d_init, d_gram, d_gate_w, d_gate_b) + (None,) * 10
+        return (de, dW, d_init, d_gram, d_gate_w, d_gate_b) + (None,) * 11
 
 
 class _StimulusGroups:
@@ -321,11 +324,25 @@ class _StimulusGroups:
         return ((cos > threshold) & self.valid[self.rows, x]).any(-1) & readable
 
 
+class _FlatStore:
+    """`_StimulusGroups` with fixed shapes: each step is compared with every stored key (same-stimulus ones count),
+    M keys instead of about M / n_x, and no grouping whose size depends on the data (capturable steps)."""
+
+    def __init__(self, zn: torch.Tensor, x: torch.Tensor, readable: torch.Tensor, n_x: int):
+        self.keys_t = zn.transpose(1, 2).contiguous()                      # (B, E, M)
+        self.x, self.valid = x, readable
+
+    def repeats(self, zn: torch.Tensor, x: torch.Tensor, threshold: float, readable: torch.Tensor) -> torch.Tensor:
+        cos = torch.bmm(zn.unsqueeze(1), self.keys_t).squeeze(1)           # (B, M)
+        return ((cos > threshold) & self.valid & (self.x == x.unsqueeze(1))).any(-1) & readable
+
+
 def landmark_loop(e0, W, e_init, gram, gate_w, gate_b, actions, x, world, store: StoreKeys,
                   dedup_store: DedupStore | None, activation: str, bound: float | None, product: bool,
-                  dedup: float | None, norm=None):
+                  dedup: float | None, norm=None, capturable: bool = False):
     """Run `_LandmarkLoop` (see the module docstring); returns e_pi, e, f as (B, T, E) and stored (B, T).
-    norm: the recurrence's positions.ModuleNorm, or None."""
+    norm: the recurrence's positions.ModuleNorm, or None. capturable: no host reads and no data-dependent shapes
+    (TEMtConfig.capturable): resets applied at every step, de-duplication against the whole store (_FlatStore)."""
     e_pi, e, f, stored = _LandmarkLoop.apply(e0, W, e_init, gram, gate_w, gate_b, actions, x, world, store,
-                                             dedup_store, activation, bound, product, dedup, norm)
+                                             dedup_store, activation, bound, product, dedup, norm, capturable)
     return e_pi.transpose(0, 1), e.transpose(0, 1), f.transpose(0, 1), stored.t()

@@ -49,15 +49,16 @@ def _memories(store: MemoryStore, b: int):
 
 
 @pytest.mark.parametrize("dedup", [None, 0.9])
-@pytest.mark.parametrize("activation,bound", [("relu", 1.0), ("linear", None)])
-def test_capturable_training_equals_the_ordinary_step(dedup, activation, bound):
+@pytest.mark.parametrize("activation,bound,landmark", [("relu", 1.0, None), ("linear", None, None),
+                                                       ("relu", 1.0, "stimulus"), ("relu", 1.0, "product")])
+def test_capturable_training_equals_the_ordinary_step(dedup, activation, bound, landmark):
     """Losses, logits, gradients and the weights after Adam steps agree to 1e-10 (relative to their scale) over
-    chunks with world resets
-    and a store that overflows its capacity (24 memories, 60 steps per slot)."""
-    fixed, plain = _pair(dedup_threshold=dedup, activation=activation, bound=bound)
+    chunks with world resets and a store that overflows its capacity (24 memories, 60 steps per slot); with
+    landmark correction too (both queries)."""
+    fixed, plain = _pair(dedup_threshold=dedup, activation=activation, bound=bound, landmark=landmark)
     opts = [torch.optim.Adam(m.parameters(), lr=1e-2) for m in (fixed, plain)]
     states = [None, None]
-    overflowed = False
+    overflowed = dropped = False
     for x, a in _chunks():
         outs = []
         for i, (model, opt) in enumerate(zip((fixed, plain), opts)):
@@ -75,10 +76,12 @@ def test_capturable_training_equals_the_ordinary_step(dedup, activation, bound):
             assert _close(gf[name], gp[name]), name
         assert of.state.memory.size == 24                      # the width never moves
         overflowed |= bool((op.state.memory.valid.sum(1) == 24).any())
+        dropped |= bool((~op.stored).any())
         for b in range(x.shape[0]):
             for u, v in zip(_memories(of.state.memory, b), _memories(op.state.memory, b)):
                 assert _close(u, v) if u.is_floating_point() else torch.equal(u, v)
     assert overflowed, "the test must reach the capacity"
+    assert dropped == (dedup is not None), "with de-duplication some step must repeat a stored conjunction"
     for p, q in zip(fixed.parameters(), plain.parameters()):
         assert _close(p, q)
 
@@ -132,8 +135,9 @@ def _step_reads(model, dedup_chunks=3):
 
 
 @pytest.mark.parametrize("dedup", [None, 0.9])
-def test_a_capturable_step_reads_nothing_back(dedup):
-    fixed, plain = _pair(dedup_threshold=dedup)
+@pytest.mark.parametrize("landmark", [None, "stimulus", "product"])
+def test_a_capturable_step_reads_nothing_back(dedup, landmark):
+    fixed, plain = _pair(dedup_threshold=dedup, landmark=landmark)
     assert _step_reads(fixed) == []
     assert _step_reads(plain), "the probe must see the ordinary step's host reads (else it proves nothing)"
 
@@ -141,8 +145,8 @@ def test_a_capturable_step_reads_nothing_back(dedup):
 def test_capturable_config_and_state_errors():
     with pytest.raises(ValueError, match="capturable=True needs max_memories"):
         TEMtConfig(capturable=True)
-    with pytest.raises(ValueError, match="capturable=True needs landmark=None"):
-        TEMtConfig(capturable=True, max_memories=10, landmark="stimulus")
+    with pytest.raises(ValueError, match="capturable=True needs n_stimuli_2=0"):
+        TEMtConfig(capturable=True, max_memories=10, n_stimuli_2=3)
     fixed, plain = _pair()
     x, a = _chunks(n=1)[0]
     with pytest.raises(ValueError, match="max_memories = 24"):
