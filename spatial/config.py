@@ -40,8 +40,13 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
+    graph: str = "off"                   # 'cuda': each step replayed as a CUDA graph (temt_core/graph_step.py; needs
+                                         # model.capturable=true and a CUDA device); 'eager': the same fixed-buffer
+                                         # step run eagerly (what 'cuda' captures; any device); 'off': ordinary steps
 
     def __post_init__(self):
+        if self.graph not in ("off", "eager", "cuda"):
+            raise ValueError(f"train.graph must be 'off', 'eager' or 'cuda' (got {self.graph!r})")
         if self.loss_on not in ("revisit", "all"):
             raise ValueError(f"loss_on must be 'revisit' or 'all' (got {self.loss_on!r})")
         if not (self.w_isometry >= 0 and self.isometry_scale > 0):
@@ -102,6 +107,16 @@ class SpatialConfig:
         if self.model_kind == "temt" and self.model.n_stimuli_2:
             raise ValueError(f"model.n_stimuli_2={self.model.n_stimuli_2}: spatial training feeds one stimulus "
                              "stream; the two-stream model (claim C8) is shown by python -m spatial.conjunctions")
+        if self.train.graph != "off":
+            problems = [p for p, bad in (
+                (f"model_kind=temt (got {self.model_kind!r})", self.model_kind != "temt"),
+                ("model.capturable=true (and model.max_memories)",
+                 self.model_kind == "temt" and not self.model.capturable),
+                (f"train.w_isometry=0 (got {self.train.w_isometry})", self.train.w_isometry != 0),
+                (f"train.device=cuda... (got {self.train.device!r})",
+                 self.train.graph == "cuda" and not self.train.device.startswith("cuda"))) if bad]
+            if problems:
+                raise ValueError(f"train.graph={self.train.graph!r} needs " + " and ".join(problems))
         n_actions = {"hex": 7, "square": 5}.get(self.walks.kind)     # graph worlds: checked against the worlds
         if n_actions is not None and section.n_actions != n_actions:
             raise ValueError(f"{self.section_name}.n_actions must be {n_actions} for {self.walks.kind} worlds "

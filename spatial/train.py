@@ -46,6 +46,7 @@ from tqdm import tqdm
 
 from temt_core.checkpoint import CheckpointError, flatten, unflatten
 from temt_core.config import to_dict
+from temt_core.graph_step import GraphTrainStep
 from temt_core.rundir import RunDir, check_resume_config
 from temt_core.rundir import load_run_config as _load_run_config
 from temt_core.model import TEMt, TEMtState
@@ -147,7 +148,15 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.kind = config.model_kind
         self.model = build_model(config).to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=learning_rate(0, t))
+        self.graph_step = None
+        if t.graph == "cuda":     # a graph reads the learning rate from device memory: a tensor, set in place
+            self.optimizer = torch.optim.Adam(self.model.parameters(), capturable=True,
+                                              lr=torch.tensor(learning_rate(0, t), device=self.device))
+        else:
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=learning_rate(0, t))
+        if t.graph != "off":
+            self.graph_step = GraphTrainStep(self.model, self.optimizer, t.batch_size, t.chunk_length,
+                                             clip=t.grad_clip, use_graph=t.graph == "cuda")
         self.walks = WalkStream(config.walks, t.batch_size, seed=t.seed, worlds=worlds)
         self.state: TEMtState | TEMState | None = None
         self.step = 0
@@ -187,6 +196,8 @@ class Trainer:
         self.walks.load_state_dict({"arrays": {k[6:]: v.numpy() for k, v in tensors.items() if k.startswith("walks.")},
                                     "rng": meta["walk_rng"]})
         self.state = state
+        if self.graph_step is not None and state is not None:
+            self.graph_step.load_state(state)
         self.step = meta["step"]
         if "train_seconds" in meta:
             self.train_seconds = float(meta["train_seconds"])
@@ -225,6 +236,8 @@ class Trainer:
         a = torch.from_numpy(chunk["actions"]).to(self.device)
         revisit = torch.from_numpy(chunk["revisit"]).to(self.device)
         mask = revisit if t.loss_on == "revisit" else None
+        if self.graph_step is not None:
+            return self._graph_train_step(x, a, mask)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, t)
         # TEM's Hebbian rates and loss weights follow the gradient step (temt_core.tem.schedule)
@@ -245,6 +258,18 @@ class Trainer:
         correct = (out.logits.detach().argmax(-1) == x).cpu().numpy()
         return {"loss": loss.item(), **{k: v.item() for k, v in out.parts.items()}, **extra,
                 "grad_norm": float(grad_norm), "correct": correct}
+
+    def _graph_train_step(self, x, a, mask) -> dict:
+        """train_step through GraphTrainStep (train.graph): the same step on fixed buffers, the records read from
+        them (one host read per step, after the whole step has run)."""
+        gs = self.graph_step
+        gs.set_lr(learning_rate(self.step, self.config.train))
+        gs(x, a, None if mask is None else mask.to(gs.loss_mask.dtype))
+        self.state = gs.state
+        self.step += 1
+        correct = (gs.logits.argmax(-1) == x).cpu().numpy()
+        return {"loss": gs.loss.item(), **{k: v.item() for k, v in gs.parts.items()},
+                "grad_norm": float(gs.grad_norm), "correct": correct}
 
     def evaluate(self) -> dict:
         return evaluate(self.model, self.config, self.device, self.worlds, step=self.step)

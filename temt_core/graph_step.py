@@ -34,7 +34,8 @@ class GraphTrainStep:
     def __init__(self, model: TEMt, optimizer: torch.optim.Optimizer, batch: int, chunk: int,
                  clip: float | None = None, use_graph: bool | None = None, warmup: int = 3):
         """model: a TEMt with config.capturable, on its training device; optimizer: over its parameters (on a GPU:
-        capturable=True with a tensor learning rate); clip: gradient-norm clip (None: off); use_graph: None = on
+        capturable=True with a tensor learning rate); clip: gradient-norm clip (None: off; `grad_norm` holds the norm
+        before clipping either way); use_graph: None = on
         CUDA devices only."""
         if not model.config.capturable:
             raise ValueError("GraphTrainStep needs a model built with TEMtConfig(capturable=True, max_memories=...)")
@@ -57,6 +58,8 @@ class GraphTrainStep:
         fresh = model.initial_state(batch, self.device)           # its e is an expanded view: own every buffer
         self.state = TEMtState.from_tensors({k: v.clone() for k, v in fresh.tensors().items()})
         self.loss = torch.zeros((), dtype=dtype, device=self.device)
+        self.grad_norm = torch.zeros((), dtype=dtype, device=self.device)       # before clipping
+        self.logits = torch.zeros(batch, chunk, model.config.n_stimuli, dtype=dtype, device=self.device)
         self.parts: dict[str, torch.Tensor] = {}
         self.calls = 0
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -65,9 +68,12 @@ class GraphTrainStep:
         self.optimizer.zero_grad(set_to_none=True)       # in a capture: backward then writes fresh gradients
         out = self.model(self.x, self.actions, self.state, loss_mask=self.loss_mask)
         out.loss.backward()
-        if self.clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip, foreach=True)
+        # the norm is wanted for logging even without a clip; multiplying by clamp(inf / norm, max=1) = 1 is exact
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                              self.clip if self.clip is not None else float("inf"), foreach=True)
         self.optimizer.step()
+        self.grad_norm.copy_(norm)
+        self.logits.copy_(out.logits.detach())
         # after backward: the forward's saved tensors may alias the state it read
         _copy_state(self.state, out.state)
         self.loss.copy_(out.loss.detach())
@@ -113,5 +119,12 @@ class GraphTrainStep:
 
     def reset_state(self) -> None:
         """Every slot starts afresh (new worlds, empty store) without changing the buffers' identity."""
-        _copy_state(self.state, self.model.initial_state(self.x.shape[0], self.device))
+        self.load_state(self.model.initial_state(self.x.shape[0], self.device))
+
+    def load_state(self, state: TEMtState) -> None:
+        """Carry on from `state` (a resumed run's): copied into the buffers, whose identity a graph depends on."""
+        if state.memory.size != self.state.memory.size or tuple(state.e.shape) != tuple(self.state.e.shape):
+            raise ValueError(f"state of batch {state.e.shape[0]} with a store {state.memory.size} wide does not fit "
+                             f"this step's buffers (batch {self.state.e.shape[0]}, {self.state.memory.size} wide)")
+        _copy_state(self.state, state)
 

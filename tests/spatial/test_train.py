@@ -163,3 +163,36 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path):
     with pytest.raises(NonFiniteError, match=r"not saving a checkpoint at step 6: model\..* not finite"):
         trainer.save()
     assert (tmp_path / "r" / "LATEST").read_text().strip() == "checkpoints/step-0000004"
+
+
+def test_graph_step_training_equals_ordinary_training_and_resumes_exactly(tmp_path):
+    """train.graph=eager (the fixed-buffer step a GPU captures) logs what the ordinary step logs for the same
+    capturable model, and a run resumed from its checkpoint continues bit for bit (its buffers reloaded)."""
+    base = TINY + ["train.log_every=10", "eval.every=1000", "train.checkpoint_every=20", "eval.steps=100",
+                   "model.capturable=true", "model.max_memories=120"]
+    plain = Trainer(load_config(SpatialConfig, None, base + ["train.steps=40"]), tmp_path / "a", progress=False)
+    plain.run()
+    graph = Trainer(load_config(SpatialConfig, None, base + ["train.steps=40", "train.graph=eager"]), tmp_path / "b",
+                    progress=False)
+    graph.run()
+    log = lambda run: [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"train"' in l]
+    for r, s in zip(log(plain.run_dir), log(graph.run_dir)):
+        for k in ("loss", "x_pi", "grad_norm", "acc_revisit"):
+            assert abs(r[k] - s[k]) <= 1e-5 * max(1.0, abs(r[k])), (k, r[k], s[k])
+    first = Trainer(load_config(SpatialConfig, None, base + ["train.steps=20", "train.graph=eager"]), tmp_path / "c",
+                    progress=False)
+    first.run()
+    resumed = Trainer(load_config(SpatialConfig, None, base + ["train.steps=40", "train.graph=eager"]),
+                      tmp_path / "c", resume=True, progress=False)
+    resumed.run()
+    _assert_same_run(graph, resumed)
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["train.graph=eager"], "model.capturable=true"),
+    (["train.graph=cuda", "model.capturable=true", "model.max_memories=50"], "train.device=cuda"),
+    (["train.graph=fast"], "train.graph must be"),
+])
+def test_graph_step_config_errors_name_the_key(extra, match):
+    with pytest.raises(ValueError, match=match):
+        load_config(SpatialConfig, None, TINY + extra)
