@@ -2,6 +2,7 @@
 
     python benchmarks/population_speed.py                       # CPU, one thread, P = 8, prints JSON
     python benchmarks/population_speed.py --members 2 4 8 --device cuda
+    python benchmarks/population_speed.py --members 4 --landmark stimulus     # members with landmark correction
 
 Reference config (benchmarks/core_speed.py): batch 16, chunks of 75 steps, e = 128, n_x = 45, memory up to 1,000
 per slot (walks of 1,000 steps, slots out of phase), de-duplication off. Each member has its own synthetic
@@ -34,8 +35,8 @@ from temt_core.model import TEMt, TEMtConfig  # noqa: E402
 from temt_core.population import PopulationAdam, TEMtPopulation  # noqa: E402
 
 
-def member_configs(P: int, pos_dim: int) -> list[TEMtConfig]:
-    return [TEMtConfig(n_actions=5, n_stimuli=45, pos_dim=pos_dim, dedup_threshold=None,
+def member_configs(P: int, pos_dim: int, landmark: str | None = None) -> list[TEMtConfig]:
+    return [TEMtConfig(n_actions=5, n_stimuli=45, pos_dim=pos_dim, dedup_threshold=None, landmark=landmark,
                        transition_init_std=0.3 + 0.05 * p, w_reg_e=0.01 * (1 + p % 2)) for p in range(P)]
 
 
@@ -45,8 +46,8 @@ def _sync(device):
 
 
 def compare(P: int, device, batch: int, chunk: int, warmup: int, timed: int, pos_dim: int, walk: int = 1000,
-            lr: float = 1e-4, clip: float = 2.0) -> dict:
-    configs = member_configs(P, pos_dim)
+            lr: float = 1e-4, clip: float = 2.0, landmark: str | None = None) -> dict:
+    configs = member_configs(P, pos_dim, landmark)
     streams = [synthetic_stream(batch, chunk, warmup + timed, walk, 5, 45, seed=p) for p in range(P)]
     singles = []
     for p, c in enumerate(configs):
@@ -116,17 +117,19 @@ def main():
     p.add_argument("--walk", type=int, default=1000, help="steps per world: the memory grows to this per slot")
     p.add_argument("--warmup", type=int, default=14, help="chunks to fill the memory before timing")
     p.add_argument("--timed", type=int, default=8, help="timed chunks")
+    p.add_argument("--landmark", choices=["stimulus", "product"], help="members with landmark correction")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
               "threads": args.threads, "torch": torch.__version__,
               "config": f"batch {args.batch} x {args.chunk} steps, e={args.pos_dim}, n_x=45, memory 0..{args.walk} per "
-                        f"slot (walks of {args.walk}, out of phase), dedup off; timed chunks interleaved",
+                        f"slot (walks of {args.walk}, out of phase), dedup off; timed chunks interleaved; landmark "
+                        f"{args.landmark}",
               "runs": {}}
     for P in args.members:
         result["runs"][f"P{P}"] = compare(P, device, args.batch, args.chunk, args.warmup, args.timed, args.pos_dim,
-                                           args.walk)
+                                           args.walk, landmark=args.landmark)
     print(json.dumps(result, indent=1))
 
 

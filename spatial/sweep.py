@@ -17,8 +17,9 @@ The sweep file:
 
 Members whose shapes or code paths differ (population.structure_key, plus the training loop's shape: steps,
 batch, chunk, logging, checkpoint and eval cadence, device) are put into separate groups automatically; each
-group is trained as one population, except members a population cannot hold yet (landmark correction), which
-are trained one after another by the plain Trainer into the same member layout. The output directory:
+group is trained as one population, except members a population cannot hold yet (module norms, the isometry
+control) and landmark members on a CPU (where their population is slower), which are trained one after another by
+the plain Trainer into the same member layout. The output directory:
     plan.json              every member: name, group, overrides, resolved config (checked on --resume)
     groups/gK/             the population's checkpoints (checkpoints/step-N, LATEST) and log.jsonl
     members/NAME/          config.yaml, run.json, metrics.jsonl, metrics.json and checkpoints/ of one member,
@@ -453,8 +454,8 @@ def _train_alone(members: list[Member], dirs: list[Path], resume: bool, bar, dty
     """Members that cannot share a population, one after another, each a plain `temt-spatial train` run in its
     member folder (a resumed sweep resumes each from its own checkpoints)."""
     if dtype != torch.float32:
-        raise ConfigError(f"member {members[0].name}: members trained alone (landmark correction) run in float32 "
-                          f"only (got {dtype})")
+        raise ConfigError(f"member {members[0].name}: members trained alone (landmark correction on a CPU, module "
+                          f"norms, isometry) run in float32 only (got {dtype})")
     for m, d in zip(members, dirs):
         steps = m.config.train.steps
         if _finished(d, steps):

@@ -201,9 +201,15 @@ def group_key(config: SpatialConfig) -> tuple:
 
 
 def trains_alone(config: SpatialConfig) -> bool:
-    """Members a population cannot hold (landmark correction: TEMtPopulation runs the parallel path only) are trained
-    one after another with the plain Trainer, into the same member folder layout."""
+    """Members a population cannot hold (population.check_population_config: module norms, two streams, capturable
+    steps; and the isometry control), and landmark members on a CPU, are trained one after another with the plain
+    Trainer, into the same member folder layout."""
     if config.train.w_isometry:           # the isometry control needs the world's coordinates: Trainer only
+        return True
+    # Landmark populations are exact (tests/core/test_population.py) but slower than one model after another on a
+    # CPU (0.80x wall, 0.91x CPU time for 4 members, benchmarks/population_speed.py --landmark stimulus): the loop
+    # is sequential either way and batching members saves launches, which only a GPU pays for.
+    if config.model.landmark is not None and not config.train.device.startswith("cuda"):
         return True
     try:
         check_population_config(config.model)

@@ -107,8 +107,12 @@ class _LandmarkLoop(torch.autograd.Function):
 
         e0 (B, E), W (A, E, E), e_init (E,), gram (n_x, n_x), gate_w (E, 2E+1), gate_b (E,)   differentiable
         actions, x, world (B, T); store: StoreKeys; dedup_store: DedupStore or None
-        activation, bound, product (bool), dedup (threshold or None)
+        activation, bound, product (bool), dedup (threshold or None; a (B, 1) tensor of per-slot thresholds works)
     Outputs (time-major): e_pi, e, f (T, B, E) and stored (T, B) bool.
+
+    A population of P models (temt_core.population): W (P, A, E, E), e_init (P, E), gram (P, n_x, n_x), gate_w
+    (P, E, 2E+1), gate_b (P, E), and the B slots are P blocks of B/P, member p's first; wherever a weight enters,
+    a batched matmul over members replaces the matmul (`_Weights`), everything else is the same code.
 
     Layouts are chosen for the per-step reads, which are matrix-vector products bound by memory bandwidth: a row
     vector times a (B, E, K) matrix is ~10x faster on a CPU than a (B, K, E) matrix times a column vector, so the
@@ -123,8 +127,10 @@ class _LandmarkLoop(torch.autograd.Function):
         E = W.shape[-1]
         M = store.e.shape[1]
         K = M + T
-        n_x = gram.shape[0]
-        wide = wide_transitions(W)                                          # (E, A*E)
+        n_x = gram.shape[-1]
+        wts = _Weights(W, B)
+        wide = wts.wide(W)                                                  # (E, A*E) or (P, E, A*E)
+        e_init_rows = wts.per_slot(e_init)                                  # (E,) or (B, E)
         cols = _columns(actions, E)                                         # (T, B, E)
         reset = (actions == RESET).t()                                      # (T, B)
         # one host read per chunk (capturable: none, and every step applies the reset)
@@ -137,7 +143,7 @@ class _LandmarkLoop(torch.autograd.Function):
         log_count = torch.log(count.clamp(min=1).to(e0.dtype))             # (B, K) 0 for single memories
         # stimulus similarity of every step to every key, once: S[t, b, k] = gram[x_bt, key_x_bk]
         gram_index = x_t.unsqueeze(-1) * n_x + torch.cat([store.x, x], 1).unsqueeze(0)      # (T, B, K)
-        S = gram.reshape(-1)[gram_index]                                    # (T, B, K)
+        S = gram.reshape(-1)[wts.gram_rows(gram_index, n_x)]                # (T, B, K)
         values = e0.new_zeros(B, K, E)                                      # positions of the keys
         values[:, :M] = store.e
         need_keys = product or dedup is not None
@@ -170,13 +176,13 @@ class _LandmarkLoop(torch.autograd.Function):
         e = e0
         for t in range(T):
             # path integration from the corrected previous position
-            torch.gather(torch.mm(e, wide), 1, cols[t], out=h_all[t])
+            torch.gather(wts.mm(e, wide), 1, cols[t], out=h_all[t])
             e_pi = e_pi_all[t]
             _activate_into(h_all[t], e_pi, activation, bound)
             if norm is not None:
                 e_pi.copy_(norm(e_pi))
             if reset_steps[t]:
-                e_pi.copy_(torch.where(reset[t, :, None], e_init, e_pi))
+                e_pi.copy_(torch.where(reset[t, :, None], e_init_rows, e_pi))
             if dedup is None:
                 L, anything = L_all[t], any_all[t]
             else:
@@ -195,7 +201,7 @@ class _LandmarkLoop(torch.autograd.Function):
             gin[t, :, :E] = e_ret
             gin[t, :, E:2 * E] = e_pi
             gin[t, :, 2 * E:] = (torch.logsumexp(scores, -1, keepdim=True) - L) * anything   # confidence
-            f = torch.sigmoid(torch.addmm(gate_b, gin[t], gate_w.t()), out=f_all[t]).mul_(anything)
+            f = torch.sigmoid(wts.gate(gate_b, gin[t], gate_w), out=f_all[t]).mul_(anything)
             e = torch.addcmul(e_pi, f, e_ret - e_pi, out=e_all[t])
             # store the memory: its value, its key, and whether it repeats a stored conjunction
             values[:, M + t] = e
@@ -215,7 +221,7 @@ class _LandmarkLoop(torch.autograd.Function):
         ctx.save_for_backward(e0, W, e_init, gate_w, actions, h_all, e_all, e_pi_all, f_all, gin, w_all, L_all,
                               S, gram_index, values, keys_t, c_all)
         ctx.activation, ctx.bound, ctx.product, ctx.n_x, ctx.M, ctx.norm = activation, bound, product, n_x, M, norm
-        ctx.capturable = capturable
+        ctx.capturable, ctx.gram_shape = capturable, gram.shape
         ctx.mark_non_differentiable(stored)
         return e_pi_all, e_all, f_all, stored
 
@@ -229,7 +235,8 @@ class _LandmarkLoop(torch.autograd.Function):
         reset = (actions == RESET).t()
         reset_steps = [True] * T if ctx.capturable else reset.any(1).tolist()
         cols = _columns(actions, E)
-        wide_t = wide_transitions(W.transpose(1, 2))
+        wts = _Weights(W, B)
+        wide_t = wts.wide(W.transpose(-1, -2))
         dsig = _activation_grad(h_all, ctx.activation, ctx.bound).masked_fill_(reset.unsqueeze(-1), 0.0)
         norm = ctx.norm
         if norm is not None:
@@ -252,7 +259,7 @@ class _LandmarkLoop(torch.autograd.Function):
         dS = torch.zeros_like(S)
         d_pre_all = torch.empty_like(e_all)
         dh_all = torch.empty_like(h_all)
-        d_init = torch.zeros_like(e_init)
+        d_init = torch.zeros_like(e_init)           # (E,) or (P, E)
         de = torch.zeros_like(e0)                   # gradient on e_t from step t+1's path integration
         for t in range(T - 1, -1, -1):
             g = de + d_values[:, t]                 # total gradient on e_t
@@ -262,7 +269,7 @@ class _LandmarkLoop(torch.autograd.Function):
                 g += _zscore_unit_backward(d_keys[:, t], ze[t], re[t], ne[t])
             d_f = g * diff_all[t] if g_f is None else torch.addcmul(g_f[t], g, diff_all[t])
             d_pre = torch.mul(d_f, f_slope[t], out=d_pre_all[t])
-            d_gin = d_pre @ gate_w                  # (B, 2E+1) = [d e_ret, d e_pi, d conf]
+            d_gin = wts.mm(d_pre, gate_w)           # (B, 2E+1) = [d e_ret, d e_pi, d conf]
             d_ret = torch.addcmul(d_gin[:, :E], g, f_all[t])
             d_pi = torch.addcmul(d_gin[:, E:2 * E], g, one_minus_f[t])
             if g_epi is not None:
@@ -285,16 +292,77 @@ class _LandmarkLoop(torch.autograd.Function):
                 torch.mul(d_w.add_(shift), wL_all[t], out=dS[t])
             # back through the path integration
             if reset_steps[t]:
-                d_init = d_init + (d_pi * reset[t, :, None]).sum(0)
+                d_init = d_init + wts.sum_slots(d_pi * reset[t, :, None])
             torch.mul(d_pi if norm is None else norm.backward(d_pi, unit[t], scale[t]), dsig[t], out=dh_all[t])
-            de = torch.mm(dh_all[t], wide_t).gather(1, cols[t])
-        dW = transition_grad(e0, e_all, dh_all, actions, A, ctx.capturable) if ctx.needs_input_grad[1] else None
+            de = wts.mm(dh_all[t], wide_t).gather(1, cols[t])
+        dW = wts.transition_grad(e0, e_all, dh_all, actions, A, ctx.capturable) if ctx.needs_input_grad[1] else None
         n_x = ctx.n_x
-        d_gram = dS.new_zeros(n_x * n_x).index_add_(0, gram_index.reshape(-1), dS.reshape(-1)).view(n_x, n_x)
-        d_pre_flat = d_pre_all.reshape(T * B, E)
-        d_gate_w = d_pre_flat.t().mm(gin.reshape(T * B, 2 * E + 1))
-        d_gate_b = d_pre_flat.sum(0)
+        d_gram = dS.new_zeros(wts.P * n_x * n_x).index_add_(0, wts.gram_rows(gram_index, n_x).reshape(-1),
+                                                            dS.reshape(-1)).view(ctx.gram_shape)
+        d_gate_w, d_gate_b = wts.gate_grads(d_pre_all, gin)
         return (de, dW, d_init, d_gram, d_gate_w, d_gate_b) + (None,) * 11
+
+
+class _Weights:
+    """Where a weight enters the loop: one model's matmul, or (W of 4 dimensions) a population's batched matmul
+    over its P members, each on its own block of B/P slots."""
+
+    def __init__(self, W: torch.Tensor, B: int):
+        self.P = W.shape[0] if W.dim() == 4 else 1
+        self.pop = W.dim() == 4
+        self.Bp = B // self.P                                               # slots per member
+
+    def wide(self, W: torch.Tensor) -> torch.Tensor:
+        """wide_transitions per member: (A, E, E) -> (E, A*E); (P, A, E, E) -> (P, E, A*E)."""
+        if not self.pop:
+            return wide_transitions(W)
+        P, A, E, _ = W.shape
+        return W.permute(0, 2, 1, 3).reshape(P, E, A * E)
+
+    def mm(self, v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """(B, I) @ (I, J), or member p's block of rows @ w[p]."""
+        if not self.pop:
+            return torch.mm(v, w)
+        return torch.bmm(v.view(self.P, self.Bp, -1), w).view(self.P * self.Bp, -1)
+
+    def gate(self, b: torch.Tensor, gin: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """gin @ w^T + b (the gate's Linear), per member in a population."""
+        if not self.pop:
+            return torch.addmm(b, gin, w.t())
+        return torch.baddbmm(b.unsqueeze(1), gin.view(self.P, self.Bp, -1), w.transpose(1, 2)).view(
+            self.P * self.Bp, -1)
+
+    def per_slot(self, v: torch.Tensor) -> torch.Tensor:
+        """A per-member vector (E,) or (P, E) as rows of the slots (broadcastable against (B, E))."""
+        return v.repeat_interleave(self.Bp, 0) if self.pop else v
+
+    def sum_slots(self, v: torch.Tensor) -> torch.Tensor:
+        """(B, E) summed over each member's slots: (E,) or (P, E)."""
+        return v.view(self.P, self.Bp, -1).sum(1) if self.pop else v.sum(0)
+
+    def gram_rows(self, gram_index: torch.Tensor, n_x: int) -> torch.Tensor:
+        """Flat indices into gram (n_x, n_x) or (P, n_x, n_x) for (T, B, K) within-member indices."""
+        if not self.pop:
+            return gram_index
+        member = torch.arange(self.P, device=gram_index.device).repeat_interleave(self.Bp)        # (B,)
+        return gram_index + (member * n_x * n_x).view(1, -1, 1)
+
+    def transition_grad(self, e0, e_all, dh_all, actions, A, fixed_shapes):
+        if not self.pop:
+            return transition_grad(e0, e_all, dh_all, actions, A, fixed_shapes)
+        rows = lambda p: slice(p * self.Bp, (p + 1) * self.Bp)
+        return torch.stack([transition_grad(e0[rows(p)], e_all[:, rows(p)], dh_all[:, rows(p)], actions[rows(p)], A,
+                                            fixed_shapes) for p in range(self.P)])
+
+    def gate_grads(self, d_pre_all: torch.Tensor, gin: torch.Tensor):
+        """d gate_w and d gate_b from d_pre (T, B, E) and the gate inputs (T, B, 2E+1)."""
+        T, B, E = d_pre_all.shape
+        if not self.pop:
+            d_pre_flat = d_pre_all.reshape(T * B, E)
+            return d_pre_flat.t().mm(gin.reshape(T * B, -1)), d_pre_flat.sum(0)
+        d_pre = d_pre_all.view(T, self.P, self.Bp, E).transpose(0, 1).reshape(self.P, T * self.Bp, E)
+        g = gin.view(T, self.P, self.Bp, -1).transpose(0, 1).reshape(self.P, T * self.Bp, -1)
+        return torch.bmm(d_pre.transpose(1, 2), g), d_pre.sum(1)
 
 
 class _StimulusGroups:

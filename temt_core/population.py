@@ -17,7 +17,7 @@
 Small models are launch/overhead-bound, so one process stepping P models with batched matmuls beats P runs one
 after another (benchmarks/population_speed.py). The members share everything that fixes shapes or code paths
 (n_actions, n_stimuli, pos_dim, key/value dims, n_modules, activation, bound, transition kind, stay action,
-inverse actions; landmark must be None) and may differ in everything else (MEMBER_KEYS: loss weights, init std,
+inverse actions, landmark query) and may differ in everything else (MEMBER_KEYS: loss weights, init std,
 de-duplication threshold, attention multiplier, memory capacity; and, outside the model, seeds, learning-rate
 schedules, clips and walks).
 
@@ -29,7 +29,9 @@ The forward is TEMt's parallel path over P*B batch slots (member p owns slots p*
     (P, E, A*E), a population version of positions._FusedRecurrence with a hand-written backward), the attention
     (W_e W_e^T, W_x, readout per member) and the losses (per member; the total is their sum).
 Always the fused recurrence (a member's `recurrence` setting only picks among paths that are equal to float
-tolerance in TEMt). tests/core/test_population.py checks a member against TEMt + torch.optim.Adam +
+tolerance in TEMt). With landmark correction the sequential part is landmark_loop's fused loop, which takes the
+members' stacked weights directly, and both prediction reads are one attention over 2T queries, as in TEMt.
+tests/core/test_population.py checks a member against TEMt + torch.optim.Adam +
 clip_grad_norm_ trained alone.
 """
 from __future__ import annotations
@@ -43,6 +45,7 @@ import torch.nn.functional as F
 
 from .attention import Keys, zscore
 from .energy import energy_penalty
+from .landmark_loop import DedupStore, landmark_loop, store_keys
 from .memory import MemoryStore, find_duplicates, slot_ids
 from .model import TEMt, TEMtConfig, TEMtState
 from .positions import RESET, _activate_into, _activation_grad
@@ -63,9 +66,6 @@ def structure_key(config: TEMtConfig) -> tuple:
 
 
 def check_population_config(config: TEMtConfig, where: str = "member") -> None:
-    if config.landmark is not None:
-        raise ValueError(f"{where}: model.landmark={config.landmark!r}: landmark populations are not supported "
-                         "yet (a population runs TEMt's parallel path only); train landmark models one by one")
     if config.n_stimuli_2:
         raise ValueError(f"{where}: model.n_stimuli_2={config.n_stimuli_2}: populations predict one stimulus stream; "
                          "train two-stream models one by one")
@@ -238,6 +238,7 @@ class TEMtPopulation(nn.Module):
         # per-member numbers, kept as Python floats and made into tensors of the parameters' dtype when used, so that
         # a float64 population sees exactly the float64 values TEMt's Python floats give (not float32 roundings)
         self.numbers = {"w_x_pi": [k.w_x_pi for k in cfg], "w_reg_e": [k.w_reg_e for k in cfg],
+                        "w_x_corr": [k.w_x_corr for k in cfg], "w_g": [k.w_g for k in cfg],
                         "w_reg_w": [k.w_reg_w for k in cfg], "w_nonneg": [k.w_nonneg for k in cfg],
                         "multiplier": [k.attention_multiplier for k in cfg],
                         # dedup off == a threshold no cosine exceeds: the same `stored` mask as TEMt's "all stored"
@@ -245,6 +246,8 @@ class TEMtPopulation(nn.Module):
         self._number_cache: dict = {}
         self.any_dedup = any(k.dedup_threshold is not None for k in cfg)
         self.any_nonneg = any(k.w_nonneg > 0 for k in cfg)
+        self.landmark = c.landmark                # a grouping key: the same query (or None) for every member
+        self.landmark_key_dim = c.landmark_key_dim
         big = torch.iinfo(torch.long).max // 4
         self.register_buffer("capacity", torch.tensor([big if k.max_memories is None else k.max_memories
                                                        for k in cfg]), persistent=False)             # (P,)
@@ -328,7 +331,8 @@ class TEMtPopulation(nn.Module):
         e_init = self.param("positions.e_init")
         P, E = e_init.shape
         return TEMtState(e=e_init.detach().unsqueeze(1).expand(P, batch, E).reshape(P * batch, E),
-                         memory=MemoryStore.empty(P * batch, E, False, e_init.device, e_init.dtype),
+                         memory=MemoryStore.empty(P * batch, E, self.landmark is not None, e_init.device,
+                                                  e_init.dtype),
                          world=torch.zeros(P * batch, dtype=torch.long, device=e_init.device),
                          count=torch.zeros(P * batch, dtype=torch.long, device=e_init.device))
 
@@ -350,6 +354,8 @@ class TEMtPopulation(nn.Module):
         U = self.updates()                                                        # (P, A, E, E)
         W = U + eye
         world = state.world.unsqueeze(1) + (af == RESET).long().cumsum(1)        # (P*B, T)
+        if self.landmark is not None:
+            return self._forward_landmark(xf, af, state, world, W, U, loss_mask, P, B, T)
         e = population_recurrence(state.e.view(P, B, E), W, self.param("positions.e_init"), actions,
                                   self.activation, self.bound)                    # (P, B, T, E)
         if self.check_finite:
@@ -371,6 +377,53 @@ class TEMtPopulation(nn.Module):
         next_state = self._next_state(xf, af, state, world, ef, z, stored, B)
         return PopulationOutput(loss=losses.sum(), losses=losses, parts=parts, logits=logits.view(P, B, T, -1),
                                 e=e, stored=stored.view(P, B, T), state=next_state)
+
+    def _forward_landmark(self, xf, af, state, world, W, U, loss_mask, P, B, T) -> PopulationOutput:
+        """TEMt._landmark_fused over P*B slots: the fused loop with the members' stacked weights, then both
+        prediction reads (from e_pi and from the corrected e) as one attention over 2T queries."""
+        E, mem = self.dim, state.memory
+        product = self.landmark == "product"
+        need_keys = product or self.any_dedup
+        same_world = world == state.world.unsqueeze(1)                            # (P*B, T) store readable
+        W_l = self.param("landmark.W_l.weight")                                   # (P, n_x, d_l)
+        gram = W_l @ W_l.transpose(1, 2) / math.sqrt(self.landmark_key_dim)       # (P, n_x, n_x)
+        dtype = W.dtype
+        mem_zn = F.normalize(mem.z, dim=-1).to(dtype) if need_keys else mem.z[:, :, :0].to(dtype)
+        store = store_keys(mem.e.to(dtype), mem_zn if product else mem_zn[:, :, :0], mem.x, mem.valid, same_world,
+                           gram.shape[-1], grouped=not product)
+        dedup_store, threshold = None, None
+        if self.any_dedup:
+            dedup_store = DedupStore(mem_zn, mem.x, mem.valid & same_world.any(1, keepdim=True))
+            threshold = self.number("dedup", mem_zn).repeat_interleave(B).view(P * B, 1)  # inf: member dedups nothing
+        with torch.autocast(device_type=xf.device.type, enabled=False):
+            e_pi, e, gate, stored = landmark_loop(
+                state.e.to(dtype), W, self.param("positions.e_init"), gram, self.param("landmark.gate.weight"),
+                self.param("landmark.gate.bias"), af, xf, world, store, dedup_store, self.activation, self.bound,
+                product, threshold)                                               # (P*B, T, E) each
+        if self.check_finite:
+            self._raise_if_not_finite(e.view(P, B, T, E))
+        z = zscore(e)
+        earlier = torch.ones(T, T, dtype=torch.bool, device=xf.device).tril(-1)
+        chunk_mask = earlier & stored.unsqueeze(1) & (world.unsqueeze(1) == world.unsqueeze(2))
+        keys = [Keys(mem.z, mem.x, mem.valid.unsqueeze(1), rows=same_world.repeat(1, 2)),
+                Keys(z, xf, chunk_mask.repeat(1, 2, 1))]
+        both = self._attend(torch.cat([zscore(e_pi), z], 1), xf, keys, P, B)    # (P*B, 2T, n_x)
+        logits, corrected = both[:, :T], both[:, T:]
+        e4, e_pi4 = e.view(P, B, T, E), e_pi.view(P, B, T, E)
+        losses, parts = self._losses(xf, logits, e4, U, loss_mask, P, B, T)
+        weights, denom = self._loss_weights(loss_mask, e.dtype, P, B, T, xf.device)
+        ce = F.cross_entropy(corrected.flatten(0, 1), xf.flatten(), reduction="none").view(P, B, T)
+        parts["x_corr"] = (ce * weights).sum((1, 2)) / denom
+        parts["g"] = (e_pi4 - e4).square().sum(-1).mean((1, 2))
+        losses = losses + self.number("w_x_corr", e) * parts["x_corr"] + self.number("w_g", e) * parts["g"]
+        next_state = self._next_state(xf, af, state, world, e, z, stored, B)
+        return PopulationOutput(loss=losses.sum(), losses=losses, parts=parts, logits=logits.reshape(P, B, T, -1),
+                                e=e4, stored=stored.view(P, B, T), state=next_state)
+
+    @staticmethod
+    def _loss_weights(loss_mask, dtype, P, B, T, device):
+        weights = torch.ones(P, B, T, dtype=dtype, device=device) if loss_mask is None else loss_mask.to(dtype)
+        return weights, weights.sum((1, 2)).clamp(min=1.0)                       # (P, B, T), (P,)
 
     def _attend(self, z, x, keys, P, B):
         """TEMtAttention.forward over P*B slots with member p's W_e, W_x and readout on its slots.
@@ -427,9 +480,7 @@ class TEMtPopulation(nn.Module):
 
     def _losses(self, x, logits, e, U, loss_mask, P, B, T):
         """TEMt._losses per member: parts (P,) each, losses (P,) = sum_k w_k[p] * part_k[p]."""
-        dtype = e.dtype
-        weights = torch.ones(P, B, T, dtype=dtype, device=x.device) if loss_mask is None else loss_mask.to(dtype)
-        denom = weights.sum((1, 2)).clamp(min=1.0)                                # (P,)
+        weights, denom = self._loss_weights(loss_mask, e.dtype, P, B, T, x.device)
         ce = F.cross_entropy(logits.flatten(0, 1), x.flatten(), reduction="none").view(P, B, T)
         parts = {"x_pi": (ce * weights).sum((1, 2)) / denom,
                  # energy and energy_budget are grouping keys: every member of a population has the same
@@ -445,8 +496,8 @@ class TEMtPopulation(nn.Module):
     def _next_state(self, x, actions, state, world, e, z, stored, B) -> TEMtState:
         """TEMt._next_state over P*B slots, with each member's own memory capacity."""
         slots, count = slot_ids(stored, actions == RESET, state.count)
-        chunk = MemoryStore(z=z.detach(), e=e.new_zeros(*e.shape[:2], 0), x=x, world=world, slot=slots,
-                            valid=stored)
+        kept_e = e.detach() if self.landmark is not None else e.new_zeros(*e.shape[:2], 0)
+        chunk = MemoryStore(z=z.detach(), e=kept_e, x=x, world=world, slot=slots, valid=stored)
         memory = state.memory.append(chunk, world[:, -1], None)
         if self.any_capacity:
             capacity = self.capacity.repeat_interleave(B).unsqueeze(1)            # (P*B, 1)

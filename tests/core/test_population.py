@@ -82,6 +82,36 @@ CONFIGS = [dict(transition_init_std=0.0, w_reg_e=0.01, dedup_threshold=0.95),
                 w_reg_w=0.01)]
 
 
+def _run_side_by_side(pop, models, chunks, B):
+    """Step the population and each member's TEMt through the same chunks; every member's losses, parts, logits,
+    positions, stored mask, gradients and carried state must equal its TEMt's. Yields (population output, the
+    members' outputs) per chunk."""
+    states, pstate = [None] * len(models), None
+    for x, a, mask in chunks:
+        out = pop(x, a, pstate, loss_mask=mask)
+        grads = torch.autograd.grad(out.loss, list(pop.parameters()))
+        member_outs = []
+        for p, m in enumerate(models):
+            o = m(x[p], a[p], states[p], loss_mask=mask[p])
+            torch.testing.assert_close(out.losses[p], o.loss, rtol=1e-12, atol=1e-12)
+            for k, v in o.parts.items():
+                torch.testing.assert_close(out.parts[k][p], v, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(out.logits[p], o.logits, rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(out.e[p], o.e, rtol=1e-10, atol=1e-12)
+            assert torch.equal(out.stored[p], o.stored)
+            member_grads = torch.autograd.grad(o.loss, list(m.parameters()))
+            for (name, _), g_pop, g in zip(pop.named_parameters(), grads, member_grads):
+                torch.testing.assert_close(g_pop[p], g, rtol=1e-9, atol=1e-12, msg=name)
+            mine = pop.member_state(out.state, p, B)
+            torch.testing.assert_close(mine.e, o.state.e, rtol=1e-12, atol=1e-12)
+            assert mine.memory.valid.sum(1).tolist() == o.state.memory.valid.sum(1).tolist()
+            assert torch.equal(mine.count, o.state.count)
+            states[p] = o.state
+            member_outs.append(o)
+        pstate = out.state
+        yield out, member_outs
+
+
 @pytest.mark.parametrize("transition,block", [("matrix", None), ("matrix", 200), ("mlp", None),
                                               ("orthogonal", 200)])
 def test_forward_and_gradients_equal_the_members(transition, block):
@@ -91,27 +121,9 @@ def test_forward_and_gradients_equal_the_members(transition, block):
     pop = TEMtPopulation(models)
     pop.block_elements = block             # 200: several blocks of slots in the attention, None: one
     P, B, T = 3, 4, 9
-    states, pstate = [None] * P, None
     stored_any_false = False
-    for x, a, mask in _chunks(P, B, T, 4, 6):
-        out = pop(x, a, pstate, loss_mask=mask)
-        grads = torch.autograd.grad(out.loss, list(pop.parameters()))
-        for p, m in enumerate(models):
-            o = m(x[p], a[p], states[p], loss_mask=mask[p])
-            torch.testing.assert_close(out.losses[p], o.loss, rtol=1e-12, atol=1e-12)
-            for k, v in o.parts.items():
-                torch.testing.assert_close(out.parts[k][p], v, rtol=1e-12, atol=1e-12)
-            torch.testing.assert_close(out.logits[p], o.logits, rtol=1e-10, atol=1e-12)
-            assert torch.equal(out.stored[p], o.stored)
-            member_grads = torch.autograd.grad(o.loss, list(m.parameters()))
-            for g_pop, g in zip(grads, member_grads):
-                torch.testing.assert_close(g_pop[p], g, rtol=1e-9, atol=1e-12)
-            states[p] = o.state
-            mine = pop.member_state(out.state, p, B)
-            torch.testing.assert_close(mine.e, o.state.e, rtol=1e-12, atol=1e-12)
-            assert mine.memory.valid.sum(1).tolist() == o.state.memory.valid.sum(1).tolist()
-            assert torch.equal(mine.count, o.state.count)
-            stored_any_false |= bool((~o.stored).any())
+    for out, member_outs in _run_side_by_side(pop, models, _chunks(P, B, T, 4, 6), B):
+        stored_any_false |= any(bool((~o.stored).any()) for o in member_outs)
         pstate = out.state
     assert stored_any_false                               # de-duplication really dropped memories
     assert max(pop.member_state(pstate, 1, B).memory.valid.sum(1).tolist()) == 12   # member 1's capacity
@@ -204,7 +216,7 @@ def test_adam_state_exports_as_torch_adam():
 
 def test_bad_members_are_refused():
     landmark = TEMtConfig(pos_dim=8, n_stimuli=5, landmark="stimulus")
-    with pytest.raises(ValueError, match="landmark populations are not supported yet"):
+    with pytest.raises(ValueError, match="member 1 cannot share a population with member 0: landmark differ"):
         TEMtPopulation(_members([TEMtConfig(pos_dim=8, n_stimuli=5), landmark], [0, 1]))
     with pytest.raises(ValueError, match="member 1 cannot share a population with member 0: pos_dim, key_dim differ"):
         TEMtPopulation(_members([TEMtConfig(pos_dim=8, n_stimuli=5), TEMtConfig(pos_dim=12, n_stimuli=5)], [0, 1]))
@@ -270,3 +282,23 @@ def test_subset_keeps_the_members_weights_moments_and_state():
     full = pop(x, a, out.state, loss_mask=mask)
     part = small(x[[2, 0]], a[[2, 0]], state, loss_mask=mask[[2, 0]])
     torch.testing.assert_close(part.losses, full.losses[[2, 0]], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("query", ["stimulus", "product"])
+def test_landmark_population_equals_the_members(query):
+    """Landmark correction in a population: every member's losses, logits, gradients and state equal its TEMt's
+    (the fused loop run with stacked weights), members differing in seed, de-duplication (on, off), capacity and
+    the landmark loss weights."""
+    lm = [dict(dedup_threshold=0.9, w_g=0.5), dict(dedup_threshold=None, w_x_corr=2.0, max_memories=12),
+          dict(dedup_threshold=0.6, transition_init_std=0.3)]
+    configs = [TEMtConfig(pos_dim=10, n_stimuli=6, landmark=query, landmark_key_dim=4, **c) for c in lm]
+    models = _members(configs, [0, 1, 2])
+    for m in models:                        # open the gates a little, so that the correction really moves e
+        torch.nn.init.normal_(m.landmark.gate.weight, std=0.3)
+        torch.nn.init.constant_(m.landmark.gate.bias, 0.0)
+    pop = TEMtPopulation(models)
+    P, B, T = 3, 4, 9
+    for out, _ in _run_side_by_side(pop, models, _chunks(P, B, T, 4, 6), B):
+        pass
+    assert (out.parts["g"] > 1e-6).all()             # the correction really moved every member's positions
+    assert not out.stored[0].all() and out.stored[1].all()    # member 0 de-duplicates, member 1 does not

@@ -118,8 +118,8 @@ def test_sweep_runs_groups_and_writes_members_and_summary(tmp_path):
 
 
 def test_landmark_members_train_alone_like_trainer(tmp_path):
-    """Landmark models cannot share a population: the sweep trains them one by one with the plain Trainer, in the
-    same member layout, next to a population group, and resumes them."""
+    """Landmark models on a CPU train one by one with the plain Trainer (their population is exact but slower
+    there), in the same member layout, next to a population group, and resume."""
     text = """
     base:
       model: {pos_dim: 16}
