@@ -197,7 +197,7 @@ class Trainer:
                                     "rng": meta["walk_rng"]})
         self.state = state
         if self.graph_step is not None and state is not None:
-            self.graph_step.load_state(state)
+            self.graph_step.set_state(state)
         self.step = meta["step"]
         if "train_seconds" in meta:
             self.train_seconds = float(meta["train_seconds"])

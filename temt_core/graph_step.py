@@ -119,9 +119,9 @@ class GraphTrainStep:
 
     def reset_state(self) -> None:
         """Every slot starts afresh (new worlds, empty store) without changing the buffers' identity."""
-        self.load_state(self.model.initial_state(self.x.shape[0], self.device))
+        self.set_state(self.model.initial_state(self.x.shape[0], self.device))
 
-    def load_state(self, state: TEMtState) -> None:
+    def set_state(self, state: TEMtState) -> None:
         """Carry on from `state` (a resumed run's): copied into the buffers, whose identity a graph depends on."""
         if state.memory.size != self.state.memory.size or tuple(state.e.shape) != tuple(self.state.e.shape):
             raise ValueError(f"state of batch {state.e.shape[0]} with a store {state.memory.size} wide does not fit "
