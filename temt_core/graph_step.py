@@ -26,8 +26,9 @@ from .model import TEMt, TEMtState
 
 
 def _copy_state(dst: TEMtState, src: TEMtState) -> None:
+    buffers = dst.tensors()
     for name, t in src.tensors().items():
-        dst.tensors()[name].copy_(t)
+        buffers[name].copy_(t)
 
 
 class GraphTrainStep:
