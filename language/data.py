@@ -48,6 +48,7 @@ SPECIAL_WORDS = (PAD, UNK, BOS, EOS)            # ids 0..3
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CORPORA = ("ud-ewt", "ptb-sample", "ttc", "raw")
 VOCABS = ("word", "bpe", "unigram")
+RAW_FORMATS = ("text", "tokens")
 BYTES = 256                                     # the byte-level alphabet every subword vocabulary holds
 
 
@@ -74,6 +75,9 @@ class DataConfig:
     actions: ActionConfig = field(default_factory=ActionConfig)
     parser: str = ""                 # corpus=raw: the spaCy pipeline that parses root/{train,dev,test}.txt (a path
                                      # or an installed package; `temt-language parser` builds a UD-label one)
+    raw_format: str = "text"         # corpus=raw: text (spaCy tokenises and finds the sentences) | tokens (one
+                                     # sentence per line, words split on whitespace, parsed as given: a
+                                     # pre-tokenised corpus keeps its own words and sentence boundaries)
 
     def __post_init__(self):
         if self.corpus not in CORPORA:
@@ -81,6 +85,8 @@ class DataConfig:
         if self.corpus == "raw" and not self.parser:
             raise ValueError("data.corpus=raw needs data.parser (a spaCy pipeline: `temt-language parser --out DIR` "
                              "builds a UD-label one from a treebank, offline)")
+        if self.raw_format not in RAW_FORMATS:
+            raise ValueError(f"raw_format must be one of {', '.join(RAW_FORMATS)}, got {self.raw_format!r}")
         if self.transform not in ("gold", "next", "shuffled"):
             raise ValueError(f"transform must be gold, next or shuffled, got {self.transform!r}")
         if self.on_error not in ("raise", "skip"):
@@ -113,7 +119,7 @@ def load_corpus(cfg: DataConfig) -> tuple[dict[str, list[Tree]], dict[str, ReadS
     """Read train/dev/test trees of cfg.corpus (with limits and the length filter applied). Remembered per
     process (a study reads the same files for every run); the cache key includes the files' sizes and times."""
     root = data_root(cfg)
-    key = (str(root), cfg.corpus, cfg.train_limit, cfg.dev_limit, cfg.test_limit, cfg.max_words, cfg.on_error,
+    key = (str(root), cfg.corpus, cfg.parser, cfg.raw_format, cfg.train_limit, cfg.dev_limit, cfg.test_limit, cfg.max_words, cfg.on_error,
            tuple(sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()))
            if root.is_dir() else ())
     if key not in _CORPUS_CACHE:
@@ -130,7 +136,7 @@ def _read_corpus(cfg: DataConfig, root: Path) -> tuple[dict[str, list[Tree]], di
     nlp = load_spacy(cfg.parser) if cfg.corpus == "raw" else None
     for split in ("train", "dev", "test"):
         if cfg.corpus == "raw":
-            trees, st = read_text(root / f"{split}.txt", nlp)
+            trees, st = read_text(root / f"{split}.txt", nlp, cfg.raw_format)
         elif cfg.corpus == "ud-ewt":
             trees, st = read_conllu(root / "ud-english-ewt" / f"en_ewt-ud-{split}.conllu", cfg.on_error)
         elif cfg.corpus == "ttc":
@@ -147,9 +153,14 @@ def _read_corpus(cfg: DataConfig, root: Path) -> tuple[dict[str, list[Tree]], di
     return splits, stats
 
 
-def read_text(path: str | Path, nlp) -> tuple[list[Tree], ReadStats]:
-    """Raw text parsed on the fly: one tree per sentence spaCy finds, one line (a sentence or a paragraph) at a
-    time; blank lines are skipped."""
+def read_text(path: str | Path, nlp, raw_format: str = "text") -> tuple[list[Tree], ReadStats]:
+    """Raw text parsed on the fly; blank lines are skipped. raw_format 'text': one tree per sentence spaCy finds,
+    one line (a sentence or a paragraph) at a time. 'tokens': each line is one sentence of whitespace-separated
+    words, parsed as given (spaCy's tokenizer is bypassed and the parser may not split the line: every word after
+    the first is marked as no sentence start, which spaCy's parser respects)."""
+    from spacy.tokens import Doc
+    if raw_format not in RAW_FORMATS:
+        raise ValueError(f"raw_format must be one of {', '.join(RAW_FORMATS)}, got {raw_format!r}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"raw text file {str(path)!r} does not exist")
@@ -157,9 +168,19 @@ def read_text(path: str | Path, nlp) -> tuple[list[Tree], ReadStats]:
         lines = [line.strip() for line in path.read_bytes().decode("utf-8").splitlines()]
     except UnicodeDecodeError as err:
         raise TreebankError(f"{path}: not UTF-8 text ({err})") from None
+    lines = [line for line in lines if line]
+    if raw_format == "tokens":
+        inputs = (Doc(nlp.vocab, words=w, sent_starts=[True] + [False] * (len(w) - 1))
+                  for w in (line.split() for line in lines))
+    else:
+        inputs = iter(lines)
     trees, stats = [], ReadStats()
-    for doc in nlp.pipe(line for line in lines if line):
-        for t in from_spacy(doc):
+    for i, doc in enumerate(nlp.pipe(inputs)):
+        sents = from_spacy(doc)
+        if raw_format == "tokens" and len(sents) != 1:           # the parser ignored the preset boundaries
+            raise TreebankError(f"{path}: line {i + 1} (non-blank) was parsed as {len(sents)} sentences, "
+                                "expected one (raw_format=tokens)")
+        for t in sents:
             trees.append(t)
             stats.sentences += 1
             stats.words += len(t)

@@ -206,7 +206,7 @@ def evaluate_file(run_dir: str | Path, path: str | Path, fmt: str | None = None,
         if not parser:
             raise ConfigError(f"{path}: raw text needs a parser (--parser PIPELINE; `temt-language parser` builds "
                               "a UD-label one)")
-        trees, stats = read_text(path, load_spacy(parser))
+        trees, stats = read_text(path, load_spacy(parser), cfg.data.raw_format)
     else:
         trees, stats = (read_conllu if fmt == "conllu" else read_brackets)(path, on_error=cfg.data.on_error)
     words = load_word_vocab(run_dir / "words.json")

@@ -72,3 +72,35 @@ def test_parser_input_errors_are_named(tmp_path):
     (tmp_path / "empty.conllu").write_text("")
     with pytest.raises(ConfigError, match="empty.conllu: no sentences to train a parser on"):
         build_parser(tmp_path / "p", tmp_path / "empty.conllu", tmp_path / "empty.conllu", steps=5)
+
+
+def _untrained_parser(toy_root):
+    """A spaCy parser initialised on the toy treebank's labels but not trained: its parses are arbitrary, which is
+    when a pipeline is most likely to split a line into sentences of its own."""
+    import spacy
+    from spacy.training import Example
+    from spacy.training.converters import conllu_to_docs
+    nlp = spacy.blank("en")
+    nlp.add_pipe("parser")
+    text = (toy_root / "ud-english-ewt" / "en_ewt-ud-train.conllu").read_text()
+    docs = list(conllu_to_docs(text, n_sents=1, no_print=True))[:50]
+    nlp.initialize(lambda: [Example(nlp.make_doc(d.text), d) for d in docs])
+    return nlp
+
+
+def test_raw_tokens_format_keeps_the_words_and_one_sentence_per_line(toy_root, tmp_path):
+    from language.data import DataConfig, read_text
+    nlp = _untrained_parser(toy_root)
+    lines = ["the dog sees a cat . the cat eats", "U.S. e-mail do n't ( x ) !", "a"]
+    path = tmp_path / "t.txt"
+    path.write_text(lines[0] + "\n\n  " + lines[1] + "  \n" + lines[2] + "\n")
+    trees, stats = read_text(path, nlp, "tokens")
+    assert [t.words for t in trees] == [line.split() for line in lines]          # spaCy's tokenizer bypassed
+    assert stats.sentences == 3 and stats.words == sum(len(line.split()) for line in lines)
+    assert all(t.parents.count(0) == 1 for t in trees)                            # one root per line
+    text_words = [w for t in read_text(path, nlp, "text")[0] for w in t.words]    # the default re-tokenises:
+    assert "e-mail" not in text_words and ["e", "-", "mail"] == text_words[10:13]  # spaCy splits the hyphen
+    with pytest.raises(ValueError, match="raw_format must be one of text, tokens"):
+        read_text(path, nlp, "words")
+    with pytest.raises(ValueError, match="raw_format must be one of text, tokens, got 'Tokens'"):
+        DataConfig(corpus="raw", parser="p", raw_format="Tokens")
