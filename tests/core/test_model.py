@@ -8,14 +8,9 @@ from temt_core.attention import Keys, TEMtAttention, zscore
 from temt_core.model import TEMt, TEMtConfig, TEMtState
 from temt_core.positions import RESET
 
-N_X = 7
+from core_toys import N_X, small_temt
 
-
-def _model(seed=0, **overrides):
-    torch.manual_seed(seed)
-    cfg = dict(n_actions=5, n_stimuli=N_X, pos_dim=16, transition_init_std=0.5)
-    cfg.update(overrides)
-    return TEMt(TEMtConfig(**cfg)).double()
+_model = small_temt
 
 
 def _data(B=3, T=30, seed=0, resets=((1, 12),)):
