@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from language.evaluate import seed_sentence_bootstrap  # noqa: E402
-from language.report import headline  # noqa: E402
+from language_compare import seed_nll  # noqa: E402  (scripts/, beside this file)
 
 GRAMMAR = "grammar"
 BASELINES = ("sinusoidal", "rope")
@@ -38,12 +38,6 @@ def load_rungs(folder: Path) -> dict[int, dict]:
         if m:
             rungs[int(m.group(1))] = json.loads(path.read_text())
     return dict(sorted(rungs.items()))
-
-
-def seed_nll(arm: dict) -> np.ndarray:
-    """(seeds, sentences) NLL of the arm's headline metric (exact, or grammar's best bound)."""
-    key, _ = headline(arm)
-    return np.array(arm["sentence_nll_seeds"][key], dtype=np.float64)
 
 
 def rung_ratio(res: dict, baseline: str) -> dict:

@@ -23,15 +23,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from language.data import DataConfig, data_root, load_corpus  # noqa: E402
-from language.evaluate import seed_sentence_bootstrap  # noqa: E402
-from language.report import headline  # noqa: E402
+from language_compare import compare, seed_nll  # noqa: E402  (scripts/, beside this file)
 
 N = 3000                                   # the gold rung this rung twins (the quick study's subset)
 LIMITS = {"train": N, "dev": 300, "test": 200}
 OTHER_UD = ("ud-english-lines/en_lines", "ud-english-partut/en_partut", "ud-english-atis/en_atis")
 GOLD_RESULTS = ROOT / "docs" / "results" / "language-ladder" / f"N{N}.json"
 BASELINES = ("sinusoidal", "rope")
-N_BOOT = 2000
 
 
 def gold_config() -> DataConfig:
@@ -82,11 +80,6 @@ def accuracy(out: Path, parser: Path) -> dict:
     return res
 
 
-def seed_nll(arm: dict) -> np.ndarray:
-    key, _ = headline(arm)
-    return np.array(arm["sentence_nll_seeds"][key], dtype=np.float64)
-
-
 def reading(ci: list[float], below: str, above: str, level: str) -> str:
     return below if ci[1] < 1 else above if ci[0] > 1 else level
 
@@ -94,16 +87,12 @@ def reading(ci: list[float], below: str, above: str, level: str) -> str:
 def summary(out: Path) -> dict:
     silver = json.loads((out / "study" / "results.json").read_text())["arms"]
     gold = json.loads(GOLD_RESULTS.read_text())["arms"]
-    n = np.array(silver["grammar"]["n_tokens"], dtype=np.float64)
-    if list(n) != list(gold["grammar"]["n_tokens"]):
-        raise SystemExit("the silver rung's scored test events differ from the gold rung's")
-    res = {"silver_vs_gold": seed_sentence_bootstrap(seed_nll(silver["grammar"]), seed_nll(gold["grammar"]), n,
-                                                     n_boot=N_BOOT, seed=0)}
+    res = {"silver_vs_gold": compare(silver["grammar"], gold["grammar"])}
     res["silver_vs_gold"]["reading"] = reading(res["silver_vs_gold"]["ratio_ci95"], "silver parses help",
                                                "silver parses cost the grammar model at this scale",
                                                "no cost of silver parses detected")
     for b in BASELINES:
-        r = seed_sentence_bootstrap(seed_nll(silver["grammar"]), seed_nll(silver[b]), n, n_boot=N_BOOT, seed=0)
+        r = compare(silver["grammar"], silver[b])
         r["reading"] = reading(r["ratio_ci95"], "grammar (silver) better", "grammar (silver) worse", "level")
         res[f"silver_vs_{b}"] = r
         same = np.array_equal(seed_nll(silver[b]), seed_nll(gold[b]))
