@@ -119,7 +119,8 @@ def load_corpus(cfg: DataConfig) -> tuple[dict[str, list[Tree]], dict[str, ReadS
     """Read train/dev/test trees of cfg.corpus (with limits and the length filter applied). Remembered per
     process (a study reads the same files for every run); the cache key includes the files' sizes and times."""
     root = data_root(cfg)
-    key = (str(root), cfg.corpus, cfg.parser, cfg.raw_format, cfg.train_limit, cfg.dev_limit, cfg.test_limit, cfg.max_words, cfg.on_error,
+    key = (str(root), cfg.corpus, cfg.parser, cfg.raw_format, cfg.train_limit, cfg.dev_limit, cfg.test_limit,
+           cfg.max_words, cfg.on_error,
            tuple(sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()))
            if root.is_dir() else ())
     if key not in _CORPUS_CACHE:
@@ -165,10 +166,9 @@ def read_text(path: str | Path, nlp, raw_format: str = "text") -> tuple[list[Tre
     if not path.is_file():
         raise FileNotFoundError(f"raw text file {str(path)!r} does not exist")
     try:
-        lines = [line.strip() for line in path.read_bytes().decode("utf-8").splitlines()]
+        lines = [line.strip() for line in path.read_bytes().decode("utf-8").splitlines() if line.strip()]
     except UnicodeDecodeError as err:
         raise TreebankError(f"{path}: not UTF-8 text ({err})") from None
-    lines = [line for line in lines if line]
     if raw_format == "tokens":
         inputs = (Doc(nlp.vocab, words=w, sent_starts=[True] + [False] * (len(w) - 1))
                   for w in (line.split() for line in lines))

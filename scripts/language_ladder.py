@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from language.evaluate import seed_sentence_bootstrap  # noqa: E402
-from language_compare import seed_nll  # noqa: E402  (scripts/, beside this file)
+from language_compare import compare, seed_nll  # noqa: E402  (scripts/, beside this file)
 
 GRAMMAR = "grammar"
 BASELINES = ("sinusoidal", "rope")
@@ -42,8 +41,7 @@ def load_rungs(folder: Path) -> dict[int, dict]:
 
 def rung_ratio(res: dict, baseline: str) -> dict:
     arms = res["arms"]
-    n = np.array(arms[GRAMMAR]["n_tokens"], dtype=np.float64)
-    return seed_sentence_bootstrap(seed_nll(arms[GRAMMAR]), seed_nll(arms[baseline]), n, n_boot=N_BOOT, seed=0)
+    return compare(arms[GRAMMAR], arms[baseline], n_boot=N_BOOT)
 
 
 def slope(log_n: np.ndarray, log_ratio: np.ndarray) -> float:
