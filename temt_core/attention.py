@@ -28,6 +28,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .memory_read import memory_read
+
+BACKENDS = ("auto", "explicit", "fused", "sdpa")
+
 
 def zscore(e: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """LN(e) with fixed weights: zero mean, unit variance over the last axis. Not inside the recurrence."""
@@ -105,23 +109,31 @@ class TEMtAttention(nn.Module):
         keys: groups of memories (Keys(z, x, mask)), concatenated in order into the K keys. Detached stored
               memories and this chunk's memories come as separate groups: no gradient is computed for the stored
               ones, and their mask can stay (B, 1, M) instead of a (B, T, M) tensor
-        need_weights: return the memory-neuron activations (B, T, K); without them the read may use
-                      PyTorch's fused SDPA kernel, which never materialises the (B, T, K) weights
-        backend: 'explicit' | 'sdpa' | 'auto' (sdpa on CUDA when weights are not needed: on CPU the explicit
-                 path is faster for these sizes, measured in benchmarks/core_speed.py)
+        need_weights: return the memory-neuron activations (B, T, K); without them the read may use the fused
+                      read or PyTorch's SDPA kernel, neither of which returns the (B, T, K) weights
+        backend: 'explicit' | 'fused' | 'sdpa' | 'auto'. 'fused' (memory_read.py) computes the same read with
+                 fewer passes over the (B, T, K) scores and a hand-written backward, without the weights; alone it
+                 is 1.1-1.7x faster on a CPU (benchmarks/read_speed.py) but inside a whole training step it was
+                 not (docs/results/engine-2026-12-02b.md), so it is an option. 'auto': sdpa on CUDA, explicit
+                 elsewhere (on a CPU sdpa is slower for these sizes, benchmarks/core_speed.py). need_weights=True
+                 always takes the explicit read
         returns logits (B, T, n_x) and the memory-neuron activations (B, T, K) or None
         """
-        if backend not in ("auto", "explicit", "sdpa"):
-            raise ValueError(f"backend must be 'auto', 'explicit' or 'sdpa', got {backend!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if need_weights:                # only the explicit read materialises the memory neurons
+            backend = "explicit"
         if backend == "auto":
-            backend = "sdpa" if (z_q.is_cuda and not need_weights) else "explicit"
+            backend = "sdpa" if z_q.is_cuda else "explicit"
         B, T, _ = z_q.shape
         n = sum(k.count() for k in keys).expand(B, T, 1)                    # (B, T, 1) memories each query sees
         beta = self.multiplier * torch.log(n.clamp(min=1).to(z_q.dtype)) / math.sqrt(self.key_dim)
         q_tilde = self.query(z_q) * beta                                    # (B, T, E), beta folded in (cheaper
                                                                             #  than scaling (B, T, K) scores)
         x_all = torch.cat([k.x for k in keys], 1)                           # (B, K)
-        if backend == "sdpa" and not need_weights:
+        if backend == "fused":
+            return self.readout(memory_read(q_tilde, n, keys, self.n_stimuli) @ self.W_x.weight), None
+        if backend == "sdpa":
             # fully masked rows come out as zeros (torch >= 2.5)
             mask = torch.cat([(k.mask if k.rows is None else k.mask & k.rows.unsqueeze(-1)).expand(B, T, k.z.shape[1])
                               for k in keys], -1)

@@ -248,7 +248,7 @@ class TEMt(nn.Module):
             inverse_actions=c.inverse_actions, module_norm=c.module_norm, capturable=c.capturable)
         self.attention = TEMtAttention(c.pos_dim, c.n_stimuli, key_dim=c.key_dim, value_dim=c.value_dim,
                                        multiplier=c.attention_multiplier, capturable=c.capturable)
-        self.attention_backend = "auto"     # 'explicit' | 'sdpa' | 'auto' (see TEMtAttention.forward)
+        self.attention_backend = "auto"     # 'explicit' | 'fused' | 'sdpa' | 'auto' (see TEMtAttention.forward)
         self.landmark = (LandmarkCorrection(c.pos_dim, c.n_stimuli, query=c.landmark, key_dim=c.landmark_key_dim)
                          if c.landmark else None)
         # built last: every other weight draws the same random numbers as in a one-stream model of the same seed

@@ -43,7 +43,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import Keys, zscore
+from .attention import BACKENDS, Keys, zscore
+from .memory_read import memory_read
 from .energy import energy_penalty
 from .landmark_loop import DedupStore, landmark_loop, store_keys
 from .memory import MemoryStore, find_duplicates, slot_ids
@@ -252,7 +253,7 @@ class TEMtPopulation(nn.Module):
         self.register_buffer("capacity", torch.tensor([big if k.max_memories is None else k.max_memories
                                                        for k in cfg]), persistent=False)             # (P,)
         self.any_capacity = any(k.max_memories is not None for k in cfg)
-        self.attention_backend = "auto"     # 'explicit' | 'sdpa' | 'auto' (as TEMt)
+        self.attention_backend = "auto"     # 'explicit' | 'fused' | 'sdpa' | 'auto' (as TEMt)
         # explicit attention: largest (slots x T x K) score block (None: all slots at once). 2^21 floats = 8 MB,
         # the size of a single reference model's scores (benchmarks/population_speed.py)
         self.block_elements: int | None = 2 ** 21
@@ -440,8 +441,8 @@ class TEMtPopulation(nn.Module):
         q_tilde = query.view(PB, T, E) * beta
         x_all = torch.cat([k.x for k in keys], 1)                                 # (P*B, K)
         backend = self.attention_backend
-        if backend not in ("auto", "explicit", "sdpa"):
-            raise ValueError(f"attention_backend must be 'auto', 'explicit' or 'sdpa', got {backend!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"attention_backend must be one of {BACKENDS}, got {backend!r}")
         if backend == "sdpa" or (backend == "auto" and z.is_cuda):
             mask = torch.cat([(k.mask if k.rows is None else k.mask & k.rows.unsqueeze(-1)).expand(PB, T, k.z.shape[1])
                               for k in keys], -1)
@@ -467,10 +468,11 @@ class TEMtPopulation(nn.Module):
         logits = torch.baddbmm(bias.unsqueeze(1), read.reshape(P, B * T, -1), R.transpose(1, 2))  # (P, B*T, n_x)
         return logits.view(PB, T, n_x)
 
-    @staticmethod
-    def _read_block(q_tilde, n, x_all, keys, n_x):
-        """TEMtAttention's explicit read for a block of slots: (S, T, E) queries -> p(x) (S, T, n_x), the stimulus
-        distribution the memory neurons retrieve."""
+    def _read_block(self, q_tilde, n, x_all, keys, n_x):
+        """TEMtAttention's read for a block of slots: (S, T, E) queries -> p(x) (S, T, n_x), the stimulus
+        distribution the memory neurons retrieve (explicit, or with attention_backend 'fused' memory_read.py)."""
+        if self.attention_backend == "fused":
+            return memory_read(q_tilde, n, keys, n_x)
         scores = torch.cat([k.scores(q_tilde) for k in keys], -1)                 # (S, T, K)
         probs = torch.softmax(scores, -1)
         empty = n == 0

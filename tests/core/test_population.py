@@ -129,11 +129,11 @@ def test_forward_and_gradients_equal_the_members(transition, block):
     assert max(pop.member_state(pstate, 1, B).memory.valid.sum(1).tolist()) == 12   # member 1's capacity
 
 
-def test_sdpa_backend_equals_explicit():
+def test_sdpa_and_fused_backends_equal_explicit():
     configs = [TEMtConfig(pos_dim=8, n_stimuli=5, key_dim=6, value_dim=4, **c) for c in CONFIGS[:2]]
     pop = TEMtPopulation(_members(configs, [3, 4]))
     results = {}
-    for backend in ("explicit", "sdpa"):
+    for backend in ("explicit", "fused", "sdpa"):
         pop.attention_backend = backend
         state, losses = None, []
         for x, a, mask in _chunks(2, 3, 7, 3, 5):
@@ -141,9 +141,10 @@ def test_sdpa_backend_equals_explicit():
             losses.append(out.losses)
             state = out.state
         results[backend] = (torch.stack(losses), torch.autograd.grad(out.loss, list(pop.parameters())))
-    torch.testing.assert_close(results["sdpa"][0], results["explicit"][0], rtol=1e-10, atol=1e-12)
-    for a, b in zip(results["sdpa"][1], results["explicit"][1]):
-        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+    for backend in ("fused", "sdpa"):
+        torch.testing.assert_close(results[backend][0], results["explicit"][0], rtol=1e-10, atol=1e-12)
+        for a, b in zip(results[backend][1], results["explicit"][1]):
+            torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.double, 1e-10), (torch.float32, 2e-4)])
@@ -176,9 +177,13 @@ def test_training_equals_adam_and_clip_alone(dtype, tol):
             states[p] = o.state
             torch.testing.assert_close(out.losses[p].detach(), o.loss.detach(), rtol=tol, atol=tol)
             torch.testing.assert_close(norms[p], norm, rtol=tol, atol=tol)
+    # Weights in float32: Adam divides each gradient by its own running norm, so an entry whose gradient is near
+    # zero moves by up to lr whatever its rounding; after 7 steps the members differ from their twins by up to
+    # 3.4e-4 on an Intel Xeon (under 2e-4 on an AMD EPYC). float64 (tol 1e-10) is the exact test.
+    w_tol = tol if dtype == torch.double else 1e-3
     for p, m in enumerate(models):
         for name, v in m.state_dict().items():
-            torch.testing.assert_close(pop.member_state_dict(p)[name], v, rtol=tol, atol=tol)
+            torch.testing.assert_close(pop.member_state_dict(p)[name], v, rtol=w_tol, atol=w_tol)
     assert norms[2] > clips[2]                                  # the clip really acted
 
 
