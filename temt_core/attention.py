@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .memory_read import memory_read
+from .memory_read import blocked_bias, memory_read
 
 BACKENDS = ("auto", "explicit", "fused", "sdpa")
 
@@ -40,7 +40,7 @@ def zscore(e: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """softmax over the last axis restricted to mask; rows with nothing to attend to are all zero."""
-    probs = torch.softmax(scores + _blocked_bias(mask, scores.dtype), dim=-1)
+    probs = torch.softmax(scores + blocked_bias(mask, scores.dtype), dim=-1)
     return probs * mask.any(-1, keepdim=True).to(probs.dtype)
 
 
@@ -61,15 +61,10 @@ class Keys(NamedTuple):
 
     def scores(self, q: torch.Tensor) -> torch.Tensor:
         """(B, T, K) q . z, blocked where the query may not read: one baddbmm plus, if rows, one in-place fill."""
-        s = torch.baddbmm(_blocked_bias(self.mask, q.dtype), q, self.z.transpose(1, 2))
+        s = torch.baddbmm(blocked_bias(self.mask, q.dtype), q, self.z.transpose(1, 2))
         if self.rows is not None:
             s = s.masked_fill_(~self.rows.unsqueeze(-1), torch.finfo(q.dtype).min / 2)
         return s
-
-
-def _blocked_bias(mask: torch.Tensor, dtype) -> torch.Tensor:
-    """0 where readable, a huge negative number elsewhere (finite: no NaN in empty rows or gradients)."""
-    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min / 2)
 
 
 class TEMtAttention(nn.Module):
@@ -130,9 +125,9 @@ class TEMtAttention(nn.Module):
         beta = self.multiplier * torch.log(n.clamp(min=1).to(z_q.dtype)) / math.sqrt(self.key_dim)
         q_tilde = self.query(z_q) * beta                                    # (B, T, E), beta folded in (cheaper
                                                                             #  than scaling (B, T, K) scores)
-        x_all = torch.cat([k.x for k in keys], 1)                           # (B, K)
         if backend == "fused":
             return self.readout(memory_read(q_tilde, n, keys, self.n_stimuli) @ self.W_x.weight), None
+        x_all = torch.cat([k.x for k in keys], 1)                           # (B, K)
         if backend == "sdpa":
             # fully masked rows come out as zeros (torch >= 2.5)
             mask = torch.cat([(k.mask if k.rows is None else k.mask & k.rows.unsqueeze(-1)).expand(B, T, k.z.shape[1])

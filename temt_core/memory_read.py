@@ -3,8 +3,9 @@
 TEMtAttention's explicit read concatenates the score blocks of its key groups (stored memories, this chunk's),
 masks the rows that may not read a group, takes a softmax, zeroes the rows with nothing to read and scatters the
 weights onto the n_x stimuli; autograd then walks each of those (B, T, K) passes back again. When the memory
-neurons themselves are not wanted (every training step on a CPU), this function computes the same p(x) with
-fewer passes over (B, T, K) and a hand-written backward:
+neurons themselves are not wanted, this function (attention backend 'fused', an option: faster alone, not inside
+a whole training step, docs/results/engine-2026-12-02b.md) computes the same p(x) with fewer passes over
+(B, T, K) and a hand-written backward:
 
     forward, per group g:   S_g = bias_g + q z_g^T                  (B, T, K_g)  one baddbmm (mask as bias)
                             m_g = max_k S_g ;  P_g = exp(S_g - m_g)               in place, P_g <= 1
@@ -30,6 +31,11 @@ import torch
 from torch.autograd.function import once_differentiable
 
 
+def blocked_bias(mask: torch.Tensor, dtype) -> torch.Tensor:
+    """0 where readable, a huge negative number elsewhere (finite: no NaN in empty rows or gradients)."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min / 2)
+
+
 def memory_read(q_tilde: torch.Tensor, n: torch.Tensor, keys: Sequence, n_x: int) -> torch.Tensor:
     """p(x) (B, T, n_x) read by the scaled queries q_tilde (B, T, E) from the key groups `keys`
     (attention.Keys: z (B, K, E), x (B, K), mask broadcastable to (B, T, K), rows (B, T) or None);
@@ -52,8 +58,7 @@ class _MemoryRead(torch.autograd.Function):
                 P.append(q.new_zeros(B, T, 0))
                 m_read.append(q.new_full((B, T, 1), blocked))
                 continue
-            bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, blocked)
-            s = torch.baddbmm(bias, q, z.transpose(1, 2))                          # (B, T, K_g) scores
+            s = torch.baddbmm(blocked_bias(mask, q.dtype), q, z.transpose(1, 2))   # (B, T, K_g) scores
             m = s.amax(-1, keepdim=True)                                            # (B, T, 1)
             P.append(s.sub_(m).exp_())                                              # <= 1, in place
             m_read.append(m if rows is None else m.masked_fill(~rows.unsqueeze(-1), blocked))

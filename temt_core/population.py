@@ -44,10 +44,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import BACKENDS, Keys, zscore
-from .memory_read import memory_read
 from .energy import energy_penalty
 from .landmark_loop import DedupStore, landmark_loop, store_keys
 from .memory import MemoryStore, find_duplicates, slot_ids
+from .memory_read import memory_read
 from .model import TEMt, TEMtConfig, TEMtState
 from .positions import RESET, _activate_into, _activation_grad
 from .validation import NonFiniteError, check_index_tensor, check_shape
