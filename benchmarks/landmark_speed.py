@@ -12,6 +12,12 @@ same run, so the ratios are comparable on a shared machine.
     eager             benchmarks/eager_baseline.py: the straightforward implementation (target: parallel >= 10x it)
     landmark/QUERY    landmark correction, fused loop (temt_core/landmark_loop.py) (target: >= 0.5x parallel)
     landmark_seq      landmark correction, the step-by-step reference path (TEMt(sequential=True))
+
+    python benchmarks/landmark_speed.py --interleaved   # parallel and the fused landmark arms, one step each in turn
+
+--interleaved is the comparison to trust on a shared machine: the arms alternate step by step in one process, so a
+burst of load from elsewhere falls on all of them (timing the arms one after another let one run print 0.37 and the
+next 0.52 for the same code).
 """
 from __future__ import annotations
 
@@ -81,6 +87,31 @@ def eager_step(model):
     return step
 
 
+def time_interleaved(arms: dict, batch: int, warmup: int, n: int, device) -> dict:
+    """arms: name -> step function. Each arm gets its own copy of the same stream; after every arm's warm-up the
+    timed steps go round the arms in turn."""
+    streams = {name: synthetic_stream(batch, 75, warmup + n, 1000, 5, 45) for name in arms}
+    states = {name: None for name in arms}
+    with torch.no_grad():
+        for name, step in arms.items():
+            for x, a in streams[name][:warmup]:
+                states[name] = step(x.to(device), a.to(device), states[name], False)
+    wall = {name: [] for name in arms}
+    cpu = {name: [] for name in arms}
+    for i in range(warmup, warmup + n):
+        for name, step in arms.items():
+            x, a = (v.to(device) for v in streams[name][i])
+            _sync(device)
+            t0, c0 = time.perf_counter(), time.process_time()
+            states[name] = step(x, a, states[name], True)
+            _sync(device)
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return {name: {"sec_per_step": statistics.median(wall[name]), "cpu_sec_per_step": statistics.median(cpu[name]),
+                   "walk_steps_per_s": batch * 75 / statistics.median(wall[name]), "timed_steps": n}
+            for name in arms}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
@@ -89,6 +120,8 @@ def main():
     p.add_argument("--warmup", type=int, default=14, help="chunks that fill the memory before timing")
     p.add_argument("--chunks", type=int, default=12, help="timed chunks per fast arm")
     p.add_argument("--slow-chunks", type=int, default=4, help="timed chunks for the eager and sequential arms")
+    p.add_argument("--interleaved", action="store_true",
+                   help="only parallel and the fused landmark arms, alternating step by step (--chunks steps each)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -101,6 +134,18 @@ def main():
               "threads": args.threads, "torch": torch.__version__,
               "config": f"batch {args.batch} x 75 steps, e=128, n_x=45, memory 0..1000 per slot, dedup off "
                         "(except where named)", "runs": {}}
+    if args.interleaved:
+        steps = {}
+        for name in ("parallel", "landmark/stimulus", "landmark/product"):
+            torch.manual_seed(0)
+            steps[name] = temt_step(TEMt(TEMtConfig(**{**base, **arms[name][0]})).to(device))
+        result["runs"] = time_interleaved(steps, args.batch, args.warmup, args.chunks, device)
+        result["mode"] = "interleaved"
+        r = {k: 1 / v["sec_per_step"] for k, v in result["runs"].items()}
+        result["ratios"] = {"landmark_stimulus_over_parallel": r["landmark/stimulus"] / r["parallel"],
+                            "landmark_product_over_parallel": r["landmark/product"] / r["parallel"]}
+        print(json.dumps(result, indent=1))
+        return
     for name, (kw, sequential) in arms.items():
         torch.manual_seed(0)
         model = TEMt(TEMtConfig(**{**base, **kw})).to(device)

@@ -169,55 +169,59 @@ class _LandmarkLoop(torch.autograd.Function):
             store_readable_t = store.readable.any(-1)                                    # (T, B)
 
         h_all, e_pi_all, e_all, f_all = (e0.new_empty(T, B, E) for _ in range(4))
-        gin = e0.new_empty(T, B, 2 * E + 1)                                 # gate inputs [e_ret, e_pi, conf]
-        w_all = e0.new_empty(T, B, K)                                       # retrieval weights
-        c_all = e0.new_empty(T, B, K) if product else None                  # position similarity (product)
-        stored = torch.ones(T, B, dtype=torch.bool, device=e0.device)
-        e = e0
-        for t in range(T):
-            # path integration from the corrected previous position
-            torch.gather(wts.mm(e, wide), 1, cols[t], out=h_all[t])
-            e_pi = e_pi_all[t]
-            _activate_into(h_all[t], e_pi, activation, bound)
-            if norm is not None:
-                e_pi.copy_(norm(e_pi))
-            if reset_steps[t]:
-                e_pi.copy_(torch.where(reset[t, :, None], e_init_rows, e_pi))
-            if dedup is None:
-                L, anything = L_all[t], any_all[t]
-            else:
-                anything = any_all[t].copy_(n_all[t] > 0)
-                L = torch.log(n_all[t].clamp(min=1).to(e0.dtype), out=L_all[t])
-            # retrieval
-            if product:
-                u = F.normalize(F.layer_norm(e_pi, (E,), eps=_LN_EPS), dim=-1, eps=_NORM_EPS)
-                c = torch.bmm(u.unsqueeze(1), keys_t, out=c_all[t].unsqueeze(1)).squeeze(1)     # (B, K)
-                s = S[t] * (1 + c) * 0.5
-            else:
-                s = S[t]
-            scores = torch.addcmul(bias_all[t], s, L)                       # (B, K)
-            w = torch.softmax(scores, -1, out=w_all[t]).mul_(anything)     # zero rows: nothing readable
-            e_ret = torch.bmm(w.unsqueeze(1), values).squeeze(1)            # (B, E)
-            gin[t, :, :E] = e_ret
-            gin[t, :, E:2 * E] = e_pi
-            gin[t, :, 2 * E:] = (torch.logsumexp(scores, -1, keepdim=True) - L) * anything   # confidence
-            f = torch.sigmoid(wts.gate(gate_b, gin[t], gate_w), out=f_all[t]).mul_(anything)
-            e = torch.addcmul(e_pi, f, e_ret - e_pi, out=e_all[t])
-            # store the memory: its value, its key, and whether it repeats a stored conjunction
-            values[:, M + t] = e
-            if need_keys:
-                zn = F.normalize(F.layer_norm(e, (E,), eps=_LN_EPS), dim=-1, eps=_NORM_EPS)
-                keys_t[:, :, M + t] = zn
-                if dedup is not None:
-                    cos = torch.bmm(zn.unsqueeze(1), keys_t[:, :, M:]).squeeze(1)            # (B, T) chunk
-                    repeat = ((cos > dedup) & chunk_ok[t]).any(-1)
-                    repeat |= groups.repeats(zn, x_t[t], dedup, store_readable_t[t])
-                    stored[t] = ~repeat
-                    if t + 1 < T:           # a dropped memory: later steps can neither read nor count it
-                        dropped = static[t + 1:, :, M + t] & repeat                            # (T-t-1, B)
-                        bias_all[t + 1:, :, M + t].masked_fill_(dropped, blocked)
-                        n_all[t + 1:] -= dropped.unsqueeze(-1).to(n_all.dtype)
-                        chunk_ok[t + 1:, :, t] &= ~repeat
+        stored = torch.ones(T, B, dtype=torch.bool, device=e0.device)     # False where de-duplication drops one
+        if not product and dedup is None:
+            # Nothing of the retrieval weights depends on the loop here (stimulus scores, fixed readability), so
+            # they are computed for all steps at once, with the confidence and the stored memories' part of e_ret
+            # and of the gate; the loop keeps only what needs e_{t-1} (`_precomputed_loop`).
+            e_pi_all, e_all, f_all, gin, w_all, values = _precomputed_loop(
+                e0, wts, wide, e_init_rows, cols, reset, reset_steps, bias_all, S, L_all, any_all, store.e,
+                gate_w, gate_b, activation, bound, norm, h_all, e_pi_all, e_all, f_all)
+            c_all = None
+        else:
+            gin = e0.new_empty(T, B, 2 * E + 1)                                 # gate inputs [e_ret, e_pi, conf]
+            w_all = e0.new_empty(T, B, K)                                       # retrieval weights
+            c_all = e0.new_empty(T, B, K) if product else None                  # position similarity (product)
+            e = e0
+            for t in range(T):
+                # path integration from the corrected previous position
+                e_pi = _path_integrate(e, t, wts, wide, cols, activation, bound, norm, reset, reset_steps, e_init_rows,
+                                       h_all, e_pi_all)
+                if dedup is None:
+                    L, anything = L_all[t], any_all[t]
+                else:
+                    anything = any_all[t].copy_(n_all[t] > 0)
+                    L = torch.log(n_all[t].clamp(min=1).to(e0.dtype), out=L_all[t])
+                # retrieval
+                if product:
+                    u = F.normalize(F.layer_norm(e_pi, (E,), eps=_LN_EPS), dim=-1, eps=_NORM_EPS)
+                    c = torch.bmm(u.unsqueeze(1), keys_t, out=c_all[t].unsqueeze(1)).squeeze(1)     # (B, K)
+                    s = S[t] * (1 + c) * 0.5
+                else:
+                    s = S[t]
+                scores = torch.addcmul(bias_all[t], s, L)                       # (B, K)
+                w = torch.softmax(scores, -1, out=w_all[t]).mul_(anything)     # zero rows: nothing readable
+                e_ret = torch.bmm(w.unsqueeze(1), values).squeeze(1)            # (B, E)
+                gin[t, :, :E] = e_ret
+                gin[t, :, E:2 * E] = e_pi
+                gin[t, :, 2 * E:] = (torch.logsumexp(scores, -1, keepdim=True) - L) * anything   # confidence
+                f = torch.sigmoid(wts.gate(gate_b, gin[t], gate_w), out=f_all[t]).mul_(anything)
+                e = torch.addcmul(e_pi, f, e_ret - e_pi, out=e_all[t])
+                # store the memory: its value, its key, and whether it repeats a stored conjunction
+                values[:, M + t] = e
+                if need_keys:
+                    zn = F.normalize(F.layer_norm(e, (E,), eps=_LN_EPS), dim=-1, eps=_NORM_EPS)
+                    keys_t[:, :, M + t] = zn
+                    if dedup is not None:
+                        cos = torch.bmm(zn.unsqueeze(1), keys_t[:, :, M:]).squeeze(1)            # (B, T) chunk
+                        repeat = ((cos > dedup) & chunk_ok[t]).any(-1)
+                        repeat |= groups.repeats(zn, x_t[t], dedup, store_readable_t[t])
+                        stored[t] = ~repeat
+                        if t + 1 < T:           # a dropped memory: later steps can neither read nor count it
+                            dropped = static[t + 1:, :, M + t] & repeat                            # (T-t-1, B)
+                            bias_all[t + 1:, :, M + t].masked_fill_(dropped, blocked)
+                            n_all[t + 1:] -= dropped.unsqueeze(-1).to(n_all.dtype)
+                            chunk_ok[t + 1:, :, t] &= ~repeat
         ctx.save_for_backward(e0, W, e_init, gate_w, actions, h_all, e_all, e_pi_all, f_all, gin, w_all, L_all,
                               S, gram_index, values, keys_t, c_all)
         ctx.activation, ctx.bound, ctx.product, ctx.n_x, ctx.M, ctx.norm = activation, bound, product, n_x, M, norm
@@ -254,6 +258,11 @@ class _LandmarkLoop(torch.autograd.Function):
             _, ze, re, ne = _zscore_unit(e_all)
             half_1c = (1 + c_all) * 0.5                                     # d s / d S
             half_S = S * 0.5                                                # d s / d c
+        else:
+            # the stimulus query: d_w, the shift and dS need only d_ret of every step, so they are computed for all
+            # steps at once after the loop (d_ret_all), and the loop's gate product skips the confidence column
+            d_ret_all = torch.empty_like(e_all)
+            gate_w2 = gate_w[..., :2 * E].contiguous()                      # (E, 2E) or (P, E, 2E)
         d_values = e0.new_zeros(B, T, E)            # gradient later steps send to chunk memory tau's value e_tau
         d_keys = e0.new_zeros(B, T, E) if product else None     # ... and to its key zn_tau
         dS = torch.zeros_like(S)
@@ -269,18 +278,18 @@ class _LandmarkLoop(torch.autograd.Function):
                 g += _zscore_unit_backward(d_keys[:, t], ze[t], re[t], ne[t])
             d_f = g * diff_all[t] if g_f is None else torch.addcmul(g_f[t], g, diff_all[t])
             d_pre = torch.mul(d_f, f_slope[t], out=d_pre_all[t])
-            d_gin = wts.mm(d_pre, gate_w)           # (B, 2E+1) = [d e_ret, d e_pi, d conf]
-            d_ret = torch.addcmul(d_gin[:, :E], g, f_all[t])
+            d_gin = wts.mm(d_pre, gate_w if product else gate_w2)   # [d e_ret, d e_pi(, d conf)] (B, 2E(+1))
+            d_ret = torch.addcmul(d_gin[:, :E], g, f_all[t], out=None if product else d_ret_all[t])
             d_pi = torch.addcmul(d_gin[:, E:2 * E], g, one_minus_f[t])
             if g_epi is not None:
                 d_pi += g_epi[t]
-            # e_ret = w @ values and conf = logsumexp(scores) - log n (d conf / d scores = w):
-            # d scores = w * (d_w - sum_k w_k d_w_k + d_conf), and sum_k w_k d_w_k = e_ret . d_ret
-            d_w = torch.bmm(d_ret.unsqueeze(1), values_t).squeeze(1)                 # (B, K)
             if t:
                 d_values[:, :t].baddbmm_(w_all[t, :, M:M + t].unsqueeze(-1), d_ret.unsqueeze(1))
-            shift = d_gin[:, 2 * E:] - (e_ret_all[t] * d_ret).sum(-1, keepdim=True)
             if product:
+                # e_ret = w @ values and conf = logsumexp(scores) - log n (d conf / d scores = w):
+                # d scores = w * (d_w - sum_k w_k d_w_k + d_conf), and sum_k w_k d_w_k = e_ret . d_ret
+                d_w = torch.bmm(d_ret.unsqueeze(1), values_t).squeeze(1)                 # (B, K)
+                shift = d_gin[:, 2 * E:] - (e_ret_all[t] * d_ret).sum(-1, keepdim=True)
                 d_s = d_w.add_(shift).mul_(wL_all[t])
                 torch.mul(d_s, half_1c[t], out=dS[t])
                 d_c = d_s.mul_(half_S[t])                                             # (B, K)
@@ -288,19 +297,71 @@ class _LandmarkLoop(torch.autograd.Function):
                 if t:
                     d_keys[:, :t].baddbmm_(d_c[:, M:M + t].unsqueeze(-1), u_all[t].unsqueeze(1))
                 d_pi += _zscore_unit_backward(d_u, zpi[t], rpi[t], npi[t])
-            else:
-                torch.mul(d_w.add_(shift), wL_all[t], out=dS[t])
             # back through the path integration
             if reset_steps[t]:
                 d_init = d_init + wts.sum_slots(d_pi * reset[t, :, None])
             torch.mul(d_pi if norm is None else norm.backward(d_pi, unit[t], scale[t]), dsig[t], out=dh_all[t])
             de = wts.mm(dh_all[t], wide_t).gather(1, cols[t])
+        if not product:             # the same d scores as the product branch's, all steps at once
+            d_conf = (d_pre_all * wts.per_slot(gate_w[..., 2 * E])).sum(-1, keepdim=True)          # (T, B, 1)
+            shift = d_conf - (e_ret_all * d_ret_all).sum(-1, keepdim=True)
+            d_w = torch.bmm(d_ret_all.transpose(0, 1), values_t).transpose(0, 1)                   # (T, B, K)
+            torch.mul(d_w.add_(shift), wL_all, out=dS)
         dW = wts.transition_grad(e0, e_all, dh_all, actions, A, ctx.capturable) if ctx.needs_input_grad[1] else None
         n_x = ctx.n_x
         d_gram = dS.new_zeros(wts.P * n_x * n_x).index_add_(0, wts.gram_rows(gram_index, n_x).reshape(-1),
                                                             dS.reshape(-1)).view(ctx.gram_shape)
         d_gate_w, d_gate_b = wts.gate_grads(d_pre_all, gin)
         return (de, dW, d_init, d_gram, d_gate_w, d_gate_b) + (None,) * 11
+
+
+def _path_integrate(e, t, wts, wide, cols, activation, bound, norm, reset, reset_steps, e_init_rows, h_all,
+                    e_pi_all):
+    """Step t's path integration e_pi = sigma(e W_a) (normalised, reset to e_init at a new world), written into
+    h_all[t] and e_pi_all[t]; returns e_pi_all[t]."""
+    torch.gather(wts.mm(e, wide), 1, cols[t], out=h_all[t])
+    e_pi = e_pi_all[t]
+    _activate_into(h_all[t], e_pi, activation, bound)
+    if norm is not None:
+        e_pi.copy_(norm(e_pi))
+    if reset_steps[t]:
+        e_pi.copy_(torch.where(reset[t, :, None], e_init_rows, e_pi))
+    return e_pi
+
+
+def _precomputed_loop(e0, wts, wide, e_init_rows, cols, reset, reset_steps, bias, S, L, anything, store_e, gate_w,
+                      gate_b, activation, bound, norm, h_all, e_pi_all, e_all, f_all):
+    """The forward loop for the stimulus query without de-duplication, where the retrieval weights do not depend
+    on the loop: w, conf, the stored entries' part of e_ret and the gate's constant part for all steps at once
+    (large ops), then per step only the recurrence, the chunk's part of e_ret (its first t values) and the gate.
+    Returns e_pi, e, f (T, B, E), the gate inputs (T, B, 2E+1), w (T, B, K) and the values (B, K, E), as the
+    general loop saves them."""
+    T, B, E = e_all.shape
+    M = store_e.shape[1]
+    scores = torch.addcmul(bias, S, L)                                  # (T, B, K)
+    w_all = torch.softmax(scores, -1).mul_(anything)                    # zero rows: nothing readable
+    conf = (torch.logsumexp(scores, -1, keepdim=True) - L) * anything   # (T, B, 1)
+    e_ret_all = torch.bmm(w_all[:, :, :M].transpose(0, 1), store_e).transpose(0, 1).contiguous()   # (T, B, E)
+    gate_ret, gate_pi = (gate_w[..., i * E:(i + 1) * E].transpose(-1, -2).contiguous() for i in (0, 1))
+    const = (wts.mm_steps(e_ret_all, gate_ret) + conf * wts.per_slot(gate_w[..., 2 * E])).add_(
+        wts.per_slot(gate_b))                                           # (T, B, E) gate pre-activation, stored part
+    values = e0.new_zeros(B, M + T, E)
+    values[:, :M] = store_e
+    e = e0
+    for t in range(T):
+        e_pi = _path_integrate(e, t, wts, wide, cols, activation, bound, norm, reset, reset_steps, e_init_rows,
+                               h_all, e_pi_all)
+        e_ret = e_ret_all[t]                                            # (B, E), the stored part so far
+        pre = wts.addmm(const[t], e_pi, gate_pi)
+        if t:                                                           # + the chunk's memories stored before t
+            chunk = torch.bmm(w_all[t, :, M:M + t].unsqueeze(1), values[:, M:M + t]).squeeze(1)      # (B, E)
+            e_ret += chunk
+            pre = wts.addmm(pre, chunk, gate_ret)
+        f = torch.sigmoid(pre, out=f_all[t]).mul_(anything[t])
+        e = torch.addcmul(e_pi, f, e_ret - e_pi, out=e_all[t])
+        values[:, M + t] = e
+    gin = torch.cat([e_ret_all, e_pi_all, conf], -1)                     # (T, B, 2E+1)
+    return e_pi_all, e_all, f_all, gin, w_all, values
 
 
 class _Weights:
@@ -324,6 +385,20 @@ class _Weights:
         if not self.pop:
             return torch.mm(v, w)
         return torch.bmm(v.view(self.P, self.Bp, -1), w).view(self.P * self.Bp, -1)
+
+    def addmm(self, c: torch.Tensor, v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """c + v @ w for (B, J) c, or per member in a population."""
+        if not self.pop:
+            return torch.addmm(c, v, w)
+        return torch.baddbmm(c.view(self.P, self.Bp, -1), v.view(self.P, self.Bp, -1), w).view(self.P * self.Bp, -1)
+
+    def mm_steps(self, v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """(T, B, I) @ (I, J) for every step at once, or per member in a population: (T, B, J)."""
+        T, B, _ = v.shape
+        if not self.pop:
+            return (v.reshape(T * B, -1) @ w).view(T, B, -1)
+        v = v.view(T, self.P, self.Bp, -1).transpose(0, 1).reshape(self.P, T * self.Bp, -1)
+        return torch.bmm(v, w).view(self.P, T, self.Bp, -1).transpose(0, 1).reshape(T, B, -1)
 
     def gate(self, b: torch.Tensor, gin: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """gin @ w^T + b (the gate's Linear), per member in a population."""
