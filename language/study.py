@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 
 from temt_core.config import ConfigError
-from temt_core.rundir import atomic_write_text
+from temt_core.rundir import atomic_write_text, cpu_name
 
 from .arms import ARMS, QUICK_ARMS, REFERENCE, Arm  # noqa: F401 (QUICK_ARMS re-exported for the CLI)
 from .data import prepare
@@ -134,16 +133,6 @@ def _score_pairs(run_dir: Path, ecfg, log=print) -> None:
         log(f"  pairs: not scored ({err})")
 
 
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def run_study(base: LanguageConfig, out: str | Path, arm_names: list[str], seeds: list[int],
               report: str | Path | None, command: str = "", log=print) -> dict:
     out = Path(out)
@@ -180,7 +169,7 @@ def run_study(base: LanguageConfig, out: str | Path, arm_names: list[str], seeds
     results = collect(out, arm_names, seeds)
     results["wall_seconds"] = time.time() - t_study
     results["command"] = command
-    results["machine"] = f"{_cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s), " \
+    results["machine"] = f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s), " \
                          f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}"
     (out / "results.json").write_text(json.dumps(results, indent=1))
     if report:

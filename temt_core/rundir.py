@@ -92,6 +92,18 @@ def git_commit() -> str:
         return "unknown"
 
 
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write a small file so that a crash leaves either the old content or the new one, never a mix."""
     path = Path(path)
@@ -243,9 +255,11 @@ class RunDir:
         os.replace(tmp, self.path / CONFIG)
 
     def write_info(self, **extra: Any) -> dict:
-        """run.json: commit, versions, machine, command line, start time, plus `extra` (seed, parameters, ...)."""
+        """run.json: commit, versions, machine and CPU model, command line, start time, plus `extra` (seed,
+        parameters, ...). The CPU model is there because float32 training is not bitwise reproducible across CPU
+        kinds (their BLAS kernels round differently), while it is on one kind."""
         info = {**extra, "commit": git_commit(), "torch": torch.__version__, "python": platform.python_version(),
-                "machine": platform.machine(), "argv": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                "machine": platform.machine(), "cpu": cpu_name(), "argv": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         atomic_write_text(self.path / INFO, json.dumps(info, indent=1))
         return info
 

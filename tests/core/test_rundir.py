@@ -260,3 +260,17 @@ def test_resume_config_fills_keys_the_saved_config_predates():
         check_resume_config(old_run, {"a": 1, "new": "old-behaviour"}, set(), "run")
     with pytest.raises(ConfigError, match="'gone'"):
         with_defaults(Cfg, {"a": 1, "gone": 2})
+
+
+def test_run_json_records_the_commit_and_the_cpu_model(tmp_path):
+    """float32 training is bitwise reproducible on one CPU kind, not across kinds: run.json says which ran it."""
+    run = RunDir.create(tmp_path / "run")
+    info = run.write_info(seed=3)
+    run.close()
+    on_disk = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert on_disk == info and on_disk["seed"] == 3
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists() and "model name" in cpuinfo.read_text():
+        name = next(l for l in cpuinfo.read_text().splitlines() if l.startswith("model name")).split(":", 1)[1]
+        assert on_disk["cpu"] == name.strip()
+    assert on_disk["cpu"] and re.fullmatch(r"[0-9a-f]{40}(-dirty)?|unknown", on_disk["commit"])
