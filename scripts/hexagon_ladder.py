@@ -10,6 +10,7 @@ evaluation (acc_zero_shot_L500). Fractions are of active units, mean over the tw
 """
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
@@ -60,9 +61,15 @@ def _cell(seeds: dict[int, dict], key: str, pct: bool) -> str:
     return f"{f(mean)} ({', '.join(f(v) for v in vals)})" if len(vals) > 1 else f(mean)
 
 
-def main(folder: str = "docs/results/hexagon-search") -> int:
-    folder = Path(folder)
-    lev = levers(folder.parent / "hexagon-search.md")
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folder", nargs="?", default="docs/results/hexagon-search",
+                   help="the search's records; its pre-registration is FOLDER/../hexagon-search.md")
+    folder = Path(p.parse_args(argv).folder)
+    prereg = folder.parent / "hexagon-search.md"
+    if not folder.is_dir() or not prereg.is_file():
+        p.error(f"{folder} is not a folder of hexagon-search records next to {prereg.name}")
+    lev = levers(prereg)
     rows = collect(folder)
     print("| arm | levers | stage | steps | seeds | zero-shot, first 500 steps | hex grid | square grid | band |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -78,4 +85,4 @@ def main(folder: str = "docs/results/hexagon-search") -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:]))
+    sys.exit(main())
