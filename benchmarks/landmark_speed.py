@@ -39,6 +39,22 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+def _timed_step(step, x, a, state, device):
+    """One timed training step: (new state, wall seconds, CPU seconds of this process)."""
+    _sync(device)
+    t0, c0 = time.perf_counter(), time.process_time()
+    state = step(x, a, state, True)
+    _sync(device)
+    return state, time.perf_counter() - t0, time.process_time() - c0
+
+
+def _summary(times: list, cpu: list, walk_steps: int) -> dict:
+    sec = statistics.median(times)
+    # CPU time of this process as well: on a shared machine it is less disturbed by other work than wall time
+    return {"sec_per_step": sec, "steps_per_s": 1 / sec, "walk_steps_per_s": walk_steps / sec,
+            "cpu_sec_per_step": statistics.median(cpu), "timed_steps": len(times)}
+
+
 def time_arm(step, chunks, warmup: int, device) -> dict:
     """step(x, a, state, train: bool) -> state. Warm-up chunks fill the memory without gradients."""
     state, times, cpu = None, [], []
@@ -48,17 +64,10 @@ def time_arm(step, chunks, warmup: int, device) -> dict:
             with torch.no_grad():
                 state = step(x, a, state, False)
             continue
-        _sync(device)
-        t0, c0 = time.perf_counter(), time.process_time()
-        state = step(x, a, state, True)
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    B, T = chunks[0][0].shape
-    sec = statistics.median(times)
-    # CPU time of this process as well: on a shared machine it is less disturbed by other work than wall time
-    return {"sec_per_step": sec, "steps_per_s": 1 / sec, "walk_steps_per_s": B * T / sec,
-            "cpu_sec_per_step": statistics.median(cpu), "timed_steps": len(times)}
+        state, wall, c = _timed_step(step, x, a, state, device)
+        times.append(wall)
+        cpu.append(c)
+    return _summary(times, cpu, chunks[0][0].numel())
 
 
 def temt_step(model, sequential=False):
@@ -101,15 +110,10 @@ def time_interleaved(arms: dict, batch: int, warmup: int, n: int, device) -> dic
     for i in range(warmup, warmup + n):
         for name, step in arms.items():
             x, a = (v.to(device) for v in streams[name][i])
-            _sync(device)
-            t0, c0 = time.perf_counter(), time.process_time()
-            states[name] = step(x, a, states[name], True)
-            _sync(device)
-            wall[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
-    return {name: {"sec_per_step": statistics.median(wall[name]), "cpu_sec_per_step": statistics.median(cpu[name]),
-                   "walk_steps_per_s": batch * 75 / statistics.median(wall[name]), "timed_steps": n}
-            for name in arms}
+            states[name], w, c = _timed_step(step, x, a, states[name], device)
+            wall[name].append(w)
+            cpu[name].append(c)
+    return {name: _summary(wall[name], cpu[name], batch * 75) for name in arms}
 
 
 def main():

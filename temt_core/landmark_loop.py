@@ -174,9 +174,9 @@ class _LandmarkLoop(torch.autograd.Function):
             # Nothing of the retrieval weights depends on the loop here (stimulus scores, fixed readability), so
             # they are computed for all steps at once, with the confidence and the stored memories' part of e_ret
             # and of the gate; the loop keeps only what needs e_{t-1} (`_precomputed_loop`).
-            e_pi_all, e_all, f_all, gin, w_all, values = _precomputed_loop(
-                e0, wts, wide, e_init_rows, cols, reset, reset_steps, bias_all, S, L_all, any_all, store.e,
-                gate_w, gate_b, activation, bound, norm, h_all, e_pi_all, e_all, f_all)
+            gin, w_all = _precomputed_loop(e0, wts, wide, e_init_rows, cols, reset, reset_steps, bias_all, S, L_all,
+                                           any_all, values, gate_w, gate_b, activation, bound, norm,
+                                           h_all, e_pi_all, e_all, f_all)
             c_all = None
         else:
             gin = e0.new_empty(T, B, 2 * E + 1)                                 # gate inputs [e_ret, e_pi, conf]
@@ -329,15 +329,16 @@ def _path_integrate(e, t, wts, wide, cols, activation, bound, norm, reset, reset
     return e_pi
 
 
-def _precomputed_loop(e0, wts, wide, e_init_rows, cols, reset, reset_steps, bias, S, L, anything, store_e, gate_w,
+def _precomputed_loop(e0, wts, wide, e_init_rows, cols, reset, reset_steps, bias, S, L, anything, values, gate_w,
                       gate_b, activation, bound, norm, h_all, e_pi_all, e_all, f_all):
     """The forward loop for the stimulus query without de-duplication, where the retrieval weights do not depend
     on the loop: w, conf, the stored entries' part of e_ret and the gate's constant part for all steps at once
     (large ops), then per step only the recurrence, the chunk's part of e_ret (its first t values) and the gate.
-    Returns e_pi, e, f (T, B, E), the gate inputs (T, B, 2E+1), w (T, B, K) and the values (B, K, E), as the
-    general loop saves them."""
+    Fills h, e_pi, e, f (T, B, E) and the chunk's values (values[:, M:], B x T x E; the first M hold the store) as
+    the general loop does, and returns the gate inputs (T, B, 2E+1) and w (T, B, K)."""
     T, B, E = e_all.shape
-    M = store_e.shape[1]
+    M = values.shape[1] - T
+    store_e = values[:, :M]
     scores = torch.addcmul(bias, S, L)                                  # (T, B, K)
     w_all = torch.softmax(scores, -1).mul_(anything)                    # zero rows: nothing readable
     conf = (torch.logsumexp(scores, -1, keepdim=True) - L) * anything   # (T, B, 1)
@@ -345,8 +346,6 @@ def _precomputed_loop(e0, wts, wide, e_init_rows, cols, reset, reset_steps, bias
     gate_ret, gate_pi = (gate_w[..., i * E:(i + 1) * E].transpose(-1, -2).contiguous() for i in (0, 1))
     const = (wts.mm_steps(e_ret_all, gate_ret) + conf * wts.per_slot(gate_w[..., 2 * E])).add_(
         wts.per_slot(gate_b))                                           # (T, B, E) gate pre-activation, stored part
-    values = e0.new_zeros(B, M + T, E)
-    values[:, :M] = store_e
     e = e0
     for t in range(T):
         e_pi = _path_integrate(e, t, wts, wide, cols, activation, bound, norm, reset, reset_steps, e_init_rows,
@@ -360,8 +359,7 @@ def _precomputed_loop(e0, wts, wide, e_init_rows, cols, reset, reset_steps, bias
         f = torch.sigmoid(pre, out=f_all[t]).mul_(anything[t])
         e = torch.addcmul(e_pi, f, e_ret - e_pi, out=e_all[t])
         values[:, M + t] = e
-    gin = torch.cat([e_ret_all, e_pi_all, conf], -1)                     # (T, B, 2E+1)
-    return e_pi_all, e_all, f_all, gin, w_all, values
+    return torch.cat([e_ret_all, e_pi_all, conf], -1), w_all             # (T, B, 2E+1), (T, B, K)
 
 
 class _Weights:
@@ -397,8 +395,12 @@ class _Weights:
         T, B, _ = v.shape
         if not self.pop:
             return (v.reshape(T * B, -1) @ w).view(T, B, -1)
-        v = v.view(T, self.P, self.Bp, -1).transpose(0, 1).reshape(self.P, T * self.Bp, -1)
-        return torch.bmm(v, w).view(self.P, T, self.Bp, -1).transpose(0, 1).reshape(T, B, -1)
+        return torch.bmm(self._by_member(v), w).view(self.P, T, self.Bp, -1).transpose(0, 1).reshape(T, B, -1)
+
+    def _by_member(self, v: torch.Tensor) -> torch.Tensor:
+        """(T, B, J) -> (P, T * B/P, J): every step's rows of one member together, for one bmm per member."""
+        T = v.shape[0]
+        return v.view(T, self.P, self.Bp, -1).transpose(0, 1).reshape(self.P, T * self.Bp, -1)
 
     def gate(self, b: torch.Tensor, gin: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """gin @ w^T + b (the gate's Linear), per member in a population."""
@@ -435,9 +437,8 @@ class _Weights:
         if not self.pop:
             d_pre_flat = d_pre_all.reshape(T * B, E)
             return d_pre_flat.t().mm(gin.reshape(T * B, -1)), d_pre_flat.sum(0)
-        d_pre = d_pre_all.view(T, self.P, self.Bp, E).transpose(0, 1).reshape(self.P, T * self.Bp, E)
-        g = gin.view(T, self.P, self.Bp, -1).transpose(0, 1).reshape(self.P, T * self.Bp, -1)
-        return torch.bmm(d_pre.transpose(1, 2), g), d_pre.sum(1)
+        d_pre = self._by_member(d_pre_all)
+        return torch.bmm(d_pre.transpose(1, 2), self._by_member(gin)), d_pre.sum(1)
 
 
 class _StimulusGroups:
