@@ -4,7 +4,9 @@ arm and stage, with the levers as the pre-registration states them (its arms tab
     python scripts/hexagon_ladder.py [docs/results/hexagon-search]      # prints a markdown table
 
 Screen rows read MEMBER/analysis/metrics.json and MEMBER/metrics.json (6,000 steps, seeds 0 and 1); stage-2 rows read
-stage2/MEMBER/analysis-20k/metrics.json and the evaluation at 20,000 steps in stage2/MEMBER/metrics.jsonl. Accuracy
+stage2/MEMBER/analysis-20k/metrics.json and the evaluation at 20,000 steps in stage2/MEMBER/metrics.jsonl; "C6 run"
+rows (amendment A2) read the C6 records next to the search's, c6-landmark/ARM-seedS/analysis/metrics.json and
+c6-landmark/ARM-seedS/metrics.json, under the arm names of C6_ARMS. Accuracy
 is the pre-registered "task solved" measure, zero-shot accuracy on the first 500 steps of the training-time
 evaluation (acc_zero_shot_L500). Fractions are of active units, mean over the two analysis worlds.
 """
@@ -16,6 +18,10 @@ import re
 import sys
 from collections import defaultdict
 from pathlib import Path
+
+
+# amendment A2: the C6 runs (docs/results/c6-landmark.md) analysed as search arms, by their names there
+C6_ARMS = {"relu-stimulus": "L0", "linear-stimulus": "L1"}
 
 
 def levers(prereg: Path) -> dict[str, str]:
@@ -36,12 +42,17 @@ def _eval_at(member: Path, step: int) -> dict | None:
 def collect(folder: Path) -> dict[tuple[str, str], dict[int, dict]]:
     """(arm, stage) -> seed -> {steps, hex, square, band, zero_shot_L500}."""
     rows: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
-    stages = (("screen", folder, "analysis", None), ("stage 2", folder / "stage2", "analysis-20k", 20_000))
+    stages = (("screen", folder, "analysis", None), ("stage 2", folder / "stage2", "analysis-20k", 20_000),
+              ("C6 run", folder.parent / "c6-landmark", "analysis", None))
     for stage, base, analysis, step in stages:
         if not base.is_dir():
             continue
         for d in sorted(p for p in base.iterdir() if (p / analysis / "metrics.json").is_file()):
             arm, seed = d.name.rsplit("-seed", 1)
+            if stage == "C6 run":
+                if arm not in C6_ARMS:
+                    continue
+                arm = C6_ARMS[arm]
             m = json.loads((d / analysis / "metrics.json").read_text())["mean_over_worlds"]
             ev = _eval_at(d, step) if step else json.loads((d / "metrics.json").read_text())
             if ev is None:
