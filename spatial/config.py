@@ -36,6 +36,9 @@ class TrainConfig:
                                          #   0 = off, as in TEM-t, which never sees coordinates
     seed: int = 0
     threads: int = 1                     # torch threads; small models run faster single-threaded on 2 cores
+    keep_freed_memory: bool = True       # CPU: malloc keeps freed buffers for the next step instead of returning
+                                         # them to the kernel (temt_core/cpu_memory.py; page faults per step cut
+                                         # ~4x; changes no number); a process setting, so the same in a population
     device: str = "cpu"
     log_every: int = 50
     checkpoint_every: int = 1000

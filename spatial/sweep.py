@@ -46,6 +46,7 @@ from tqdm import tqdm
 
 from temt_core.checkpoint import CheckpointError, flatten, latest_checkpoint, unflatten
 from temt_core.config import ConfigError, to_dict
+from temt_core.cpu_memory import keep_freed_memory
 from temt_core.model import TEMt, TEMtState
 from temt_core.population import PopulationAdam, TEMtPopulation
 from temt_core.rundir import RunDir, changed_keys, check_resume_config, with_defaults
@@ -78,6 +79,8 @@ class PopulationTrainer:
         self.configs = [m.config for m in members]
         t = self.configs[0].train
         torch.set_num_threads(t.threads)
+        if t.keep_freed_memory and t.device == "cpu":
+            keep_freed_memory()
         self.device = torch.device(t.device)
         models = []
         for c in self.configs:                  # as Trainer: the member's seed, then its TEMt

@@ -46,6 +46,7 @@ from tqdm import tqdm
 
 from temt_core.checkpoint import CheckpointError, flatten, unflatten
 from temt_core.config import to_dict
+from temt_core.cpu_memory import keep_freed_memory
 from temt_core.graph_step import GraphTrainStep
 from temt_core.rundir import RunDir, check_resume_config
 from temt_core.rundir import load_run_config as _load_run_config
@@ -144,6 +145,8 @@ class Trainer:
         t = config.train
         check_device(t.device)                  # a GPU that is not there: a named error, before any work
         torch.set_num_threads(t.threads)
+        if t.keep_freed_memory and t.device == "cpu":
+            keep_freed_memory()
         self.device = torch.device(t.device)
         torch.manual_seed(t.seed)
         self.kind = config.model_kind
