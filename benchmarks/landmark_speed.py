@@ -31,6 +31,7 @@ import torch
 
 from core_speed import synthetic_stream
 from eager_baseline import EagerTEMt
+from temt_core.cpu_memory import keep_freed_memory
 from temt_core.model import TEMt, TEMtConfig
 
 
@@ -126,8 +127,12 @@ def main():
     p.add_argument("--slow-chunks", type=int, default=4, help="timed chunks for the eager and sequential arms")
     p.add_argument("--interleaved", action="store_true",
                    help="only parallel and the fused landmark arms, alternating step by step (--chunks steps each)")
+    p.add_argument("--malloc", choices=["keep", "default"], default="keep",
+                   help="keep: glibc keeps freed buffers (temt_core.cpu_memory, what the trainers do by default); "
+                        "default: glibc's own behaviour (each large buffer a fresh mmap). One process per setting")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    malloc_kept = args.malloc == "keep" and keep_freed_memory()
     device = torch.device(args.device)
     base = dict(n_actions=5, n_stimuli=45, pos_dim=128, dedup_threshold=None, transition_init_std=0.3)
     arms = {"parallel": (dict(), False), "landmark/stimulus": (dict(landmark="stimulus"), False),
@@ -136,6 +141,7 @@ def main():
             "landmark_seq/product": (dict(landmark="product"), True)}
     result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
               "threads": args.threads, "torch": torch.__version__,
+              "malloc": "keep" if malloc_kept else "default",
               "config": f"batch {args.batch} x 75 steps, e=128, n_x=45, memory 0..1000 per slot, dedup off "
                         "(except where named)", "runs": {}}
     if args.interleaved:

@@ -31,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from core_speed import synthetic_stream  # noqa: E402
 
+from temt_core.cpu_memory import keep_freed_memory  # noqa: E402
 from temt_core.model import TEMt, TEMtConfig  # noqa: E402
 from temt_core.population import PopulationAdam, TEMtPopulation  # noqa: E402
 
@@ -118,11 +119,16 @@ def main():
     p.add_argument("--warmup", type=int, default=14, help="chunks to fill the memory before timing")
     p.add_argument("--timed", type=int, default=8, help="timed chunks")
     p.add_argument("--landmark", choices=["stimulus", "product"], help="members with landmark correction")
+    p.add_argument("--malloc", choices=["keep", "default"], default="keep",
+                   help="keep: glibc keeps freed buffers (temt_core.cpu_memory, what the trainers do by default); "
+                        "default: glibc's own behaviour (each large buffer a fresh mmap). One process per setting")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    malloc_kept = args.malloc == "keep" and keep_freed_memory()
     device = torch.device(args.device)
     result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
               "threads": args.threads, "torch": torch.__version__,
+              "malloc": "keep" if malloc_kept else "default",
               "config": f"batch {args.batch} x {args.chunk} steps, e={args.pos_dim}, n_x=45, memory 0..{args.walk} per "
                         f"slot (walks of {args.walk}, out of phase), dedup off; timed chunks interleaved; landmark "
                         f"{args.landmark}",
