@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import statistics
 import time
 
@@ -40,35 +41,41 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+def _faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _timed_step(step, x, a, state, device):
-    """One timed training step: (new state, wall seconds, CPU seconds of this process)."""
+    """One timed training step: (new state, wall seconds, CPU seconds of this process, minor page faults)."""
     _sync(device)
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0, f0 = time.perf_counter(), time.process_time(), _faults()
     state = step(x, a, state, True)
     _sync(device)
-    return state, time.perf_counter() - t0, time.process_time() - c0
+    return state, time.perf_counter() - t0, time.process_time() - c0, _faults() - f0
 
 
-def _summary(times: list, cpu: list, walk_steps: int) -> dict:
+def _summary(times: list, cpu: list, walk_steps: int, faults: list) -> dict:
     sec = statistics.median(times)
     # CPU time of this process as well: on a shared machine it is less disturbed by other work than wall time
     return {"sec_per_step": sec, "steps_per_s": 1 / sec, "walk_steps_per_s": walk_steps / sec,
-            "cpu_sec_per_step": statistics.median(cpu), "timed_steps": len(times)}
+            "cpu_sec_per_step": statistics.median(cpu), "timed_steps": len(times),
+            "minor_page_faults_per_step": statistics.median(faults)}
 
 
 def time_arm(step, chunks, warmup: int, device) -> dict:
     """step(x, a, state, train: bool) -> state. Warm-up chunks fill the memory without gradients."""
-    state, times, cpu = None, [], []
+    state, times, cpu, faults = None, [], [], []
     for i, (x, a) in enumerate(chunks):
         x, a = x.to(device), a.to(device)
         if i < warmup:
             with torch.no_grad():
                 state = step(x, a, state, False)
             continue
-        state, wall, c = _timed_step(step, x, a, state, device)
+        state, wall, c, f = _timed_step(step, x, a, state, device)
         times.append(wall)
         cpu.append(c)
-    return _summary(times, cpu, chunks[0][0].numel())
+        faults.append(f)
+    return _summary(times, cpu, chunks[0][0].numel(), faults)
 
 
 def temt_step(model, sequential=False):
@@ -106,15 +113,15 @@ def time_interleaved(arms: dict, batch: int, warmup: int, n: int, device) -> dic
         for name, step in arms.items():
             for x, a in streams[name][:warmup]:
                 states[name] = step(x.to(device), a.to(device), states[name], False)
-    wall = {name: [] for name in arms}
-    cpu = {name: [] for name in arms}
+    wall, cpu, faults = ({name: [] for name in arms} for _ in range(3))
     for i in range(warmup, warmup + n):
         for name, step in arms.items():
             x, a = (v.to(device) for v in streams[name][i])
-            states[name], w, c = _timed_step(step, x, a, states[name], device)
+            states[name], w, c, f = _timed_step(step, x, a, states[name], device)
             wall[name].append(w)
             cpu[name].append(c)
-    return {name: _summary(wall[name], cpu[name], batch * 75) for name in arms}
+            faults[name].append(f)
+    return {name: _summary(wall[name], cpu[name], batch * 75, faults[name]) for name in arms}
 
 
 def main():

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -41,6 +42,10 @@ def member_configs(P: int, pos_dim: int, landmark: str | None = None) -> list[TE
                        transition_init_std=0.3 + 0.05 * p, w_reg_e=0.01 * (1 + p % 2)) for p in range(P)]
 
 
+def _faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -59,13 +64,13 @@ def compare(P: int, device, batch: int, chunk: int, warmup: int, timed: int, pos
     opts = [torch.optim.Adam(m.parameters(), lr=lr) for m in singles]
     lrs, clips = [lr] * P, [clip] * P
     pop_state, states = None, [None] * P
-    pop_times, seq_times, pop_cpu, seq_cpu, last = [], [], [], [], [0.0] * P
+    pop_times, seq_times, pop_cpu, seq_cpu, pop_flt, seq_flt, last = [], [], [], [], [], [], [0.0] * P
     for i in range(warmup + timed):
         xs = [s[i][0].to(device) for s in streams]
         acts = [s[i][1].to(device) for s in streams]
         x, a = torch.stack(xs), torch.stack(acts)
         _sync(device)
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0, f0 = time.perf_counter(), time.process_time(), _faults()
         out = pop(x, a, pop_state)
         pop_opt.zero_grad()
         out.loss.backward()
@@ -73,7 +78,7 @@ def compare(P: int, device, batch: int, chunk: int, warmup: int, timed: int, pos
         pop_opt.step(lrs)
         pop_state = out.state
         _sync(device)
-        t1, c1 = time.perf_counter(), time.process_time()
+        t1, c1, f1 = time.perf_counter(), time.process_time(), _faults()
         for p, (m, opt) in enumerate(zip(singles, opts)):
             o = m(xs[p], acts[p], states[p])
             opt.zero_grad(set_to_none=True)
@@ -83,12 +88,14 @@ def compare(P: int, device, batch: int, chunk: int, warmup: int, timed: int, pos
             states[p] = o.state
             last[p] = o.loss.item()
         _sync(device)
-        t2, c2 = time.perf_counter(), time.process_time()
+        t2, c2, f2 = time.perf_counter(), time.process_time(), _faults()
         if i >= warmup:
             pop_times.append(t1 - t0)
             seq_times.append(t2 - t1)
             pop_cpu.append(c1 - c0)
             seq_cpu.append(c2 - c1)
+            pop_flt.append(f1 - f0)
+            seq_flt.append(f2 - f1)
     walk_steps = P * batch * chunk
     pop_sec, seq_sec = statistics.median(pop_times), statistics.median(seq_times)
     return {"members": P,
@@ -101,6 +108,9 @@ def compare(P: int, device, batch: int, chunk: int, warmup: int, timed: int, pos
             # CPU seconds of this process: what other processes on a shared machine do not inflate
             "cpu_sec_per_step": {"population": statistics.median(pop_cpu), "sequential": statistics.median(seq_cpu)},
             "ratio_cpu_time": statistics.median(seq_cpu) / statistics.median(pop_cpu),
+            # minor page faults per step: fresh pages from the kernel (see --malloc)
+            "minor_page_faults_per_step": {"population": statistics.median(pop_flt),
+                                           "sequential": statistics.median(seq_flt)},
             "mean_memories": float(pop_state.memory.valid.sum(1).float().mean()),
             # a sanity check: the same models on the same data; float32 rounding (different summation orders)
             # drifts over the steps, so this is small, not zero (exact agreement in float64: tests/core)
