@@ -508,6 +508,10 @@ def _panels(fig, ax, n: int, figsize):
     return fig, np.asarray(fig.subplots(1, n, squeeze=False)).ravel()
 
 
+# gradient-step axes: 2,000 / 20k instead of matplotlib's 20000, which run together at five ticks per panel
+STEP_TICKS = FuncFormatter(lambda v, _: f"{v / 1000:g}k" if abs(v) >= 10_000 else f"{v:,.0f}")
+
+
 def plot_curves(arms: dict[str, list[RunCurves]], fig=None, ax=None):
     """Zero-shot accuracy on the evaluation walks against gradient steps (left) and training wall-clock seconds
     (right, log scale): one colour per arm, the mean over seeds with the min-max band; node and edge agents dashed.
@@ -528,6 +532,7 @@ def plot_curves(arms: dict[str, list[RunCurves]], fig=None, ax=None):
         a.set_ylim(0, 1.05)
         a.set_ylabel("zero-shot accuracy")
     axs[0].set_xlabel("gradient steps")
+    axs[0].xaxis.set_major_formatter(STEP_TICKS)
     timed = bool(spans)
     if timed:                                  # evaluations come after step 0: every x is > 0
         axs[1].set_xscale("log")
@@ -558,6 +563,7 @@ def plot_curves_by_length(arms: dict[str, list[RunCurves]], fig=None, ax=None):
         _agents(a, ref, "" if L is None else f"_L{L}", criterion=True)
         a.set_title(f"whole evaluation walk ({eval_steps} steps)" if L is None else f"first {L} steps", fontsize=8)
         a.set_xlabel("gradient steps")
+        a.xaxis.set_major_formatter(STEP_TICKS)
         a.set_ylabel("accuracy, all steps")
         a.set_ylim(0, 1.05)
     axs[0].legend(fontsize=6)
