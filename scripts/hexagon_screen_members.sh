@@ -40,6 +40,6 @@ PY
   fi
   mkdir -p "$R/$M/analysis"
   cp "$D/$M/config.yaml" "$D/$M/metrics.json" "$D/$M/metrics.jsonl" "$D/$M/run.json" "$R/$M/"
-  cp "$D/$M/analysis/metrics.json" "$D/$M/analysis/report.md" "$R/$M/analysis/"
+  cp "$D/$M/analysis/metrics.json" "$D/$M/analysis/report.md" "$D/$M/analysis/rate_maps_g60.png" "$R/$M/analysis/"
   echo "$M done $(date +%T)" >> "$D/progress.txt"
 done
