@@ -22,6 +22,7 @@ from spatial.compare import criterion_step, load_run  # noqa: E402
 SEEDS = (0, 1, 2)
 STEPS = 20_000
 ARMS = ("relu-stimulus", "linear-stimulus", "relu-product", "linear-product")
+EXPLORATORY = ("relu-stimulus-noxcorr",)       # amendment X1: two seeds, no verdict, in the per-seed table only
 
 
 def verdict(steps_to_criterion: list[int | None]) -> str:
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = defaultdict(dict)
     for d in sorted(folder.glob("*-seed*")):
         arm, seed = d.name.rsplit("-seed", 1)
-        if arm in ARMS and int(seed) in SEEDS:
+        if arm in ARMS + EXPLORATORY and int(seed) in SEEDS:
             runs[arm][int(seed)] = load_run(d)
     print("| arm | seeds finished | steps to criterion, whole 1,500-step walk | first 200 steps | first 500 steps | "
           "verdict |")
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             ("landmark_gate_mean", "gate"), ("e_frac_at_zero", "e at 0"), ("e_frac_at_bound", "e at clamp")]
     print("| run | " + " | ".join(label for _, label in keys) + " |")
     print("|---|" + "---|" * len(keys))
-    for arm in ARMS:
+    for arm in ARMS + EXPLORATORY:
         for s, c in sorted(runs.get(arm, {}).items()):
             f = c.final or {}
             cells = [f"{f[k]:.3f}" if isinstance(f.get(k), (int, float)) else "n/a" for k, _ in keys]
