@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 from temt_core.config import to_dict
 from temt_core.model import TEMtConfig
@@ -36,9 +37,15 @@ class TrainConfig:
                                          #   0 = off, as in TEM-t, which never sees coordinates
     seed: int = 0
     threads: int = 1                     # torch threads; small models run faster single-threaded on 2 cores
-    keep_freed_memory: bool = True       # CPU: malloc keeps freed buffers for the next step instead of returning
-                                         # them to the kernel (temt_core/cpu_memory.py; page faults per step cut
-                                         # ~4x; changes no number); a process setting, so the same in a population
+    keep_freed_memory: bool | Literal["auto"] = "auto"  # CPU: malloc keeps freed buffers for the
+                                                        # next step instead of returning them to the kernel
+                                                        # (temt_core/cpu_memory.py; no number changes). 'auto':
+                                                        # on for populations of >= 2 members, whose > 32 MB
+                                                        # tensors otherwise fault in fresh pages every step
+                                                        # (P = 8: 18-19k faults per step -> 1, steps 15-17%
+                                                        # faster); off for one model, which has no faults to
+                                                        # save (docs/results/engine-2026-12-03b.md); true/false:
+                                                        # always/never
     device: str = "cpu"
     log_every: int = 50
     checkpoint_every: int = 1000

@@ -79,7 +79,8 @@ class PopulationTrainer:
         self.configs = [m.config for m in members]
         t = self.configs[0].train
         torch.set_num_threads(t.threads)
-        if t.keep_freed_memory and t.device == "cpu":
+        keep = t.keep_freed_memory                # 'auto': on for a population of >= 2 members (TrainConfig)
+        if (keep is True or (keep == "auto" and len(members) > 1)) and t.device == "cpu":
             keep_freed_memory()
         self.device = torch.device(t.device)
         models = []

@@ -145,7 +145,7 @@ class Trainer:
         t = config.train
         check_device(t.device)                  # a GPU that is not there: a named error, before any work
         torch.set_num_threads(t.threads)
-        if t.keep_freed_memory and t.device == "cpu":
+        if t.keep_freed_memory is True and t.device == "cpu":     # 'auto' is off for one model (TrainConfig)
             keep_freed_memory()
         self.device = torch.device(t.device)
         torch.manual_seed(t.seed)

@@ -41,7 +41,9 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
                 return _convert(value, option, where)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {hint}")
+        # each option's own error, without the repeated "where: " prefix: "expected a bool; 'x' is not one of [...]"
+        reasons = "; or ".join(e[len(where) + 2:] if e.startswith(f"{where}: ") else e for e in errors)
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {reasons}")
     if origin is typing.Literal:
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")

@@ -302,3 +302,24 @@ def test_a_population_group_has_one_writer(tmp_path):
         PopulationTrainer(members, tmp_path / "g", [tmp_path / "m0b"])
     first.group.close()
     PopulationTrainer(members, tmp_path / "g", [tmp_path / "m0c"]).group.close()
+
+
+@pytest.mark.parametrize("setting,members,expect", [("auto", 1, False), ("auto", 2, True), (False, 2, False),
+                                                     (True, 1, True)])
+def test_keep_freed_memory_where_it_helps(tmp_path, monkeypatch, setting, members, expect):
+    """train.keep_freed_memory='auto' turns glibc's buffer reuse on for populations of >= 2 members (where the
+    measured gain is) and leaves a single model alone; true/false force it. The process-wide call is recorded,
+    not made (it cannot be undone in the test process)."""
+    import spatial.sweep
+    import spatial.train
+    calls = []
+    for module in (spatial.sweep, spatial.train):
+        monkeypatch.setattr(module, "keep_freed_memory", lambda: calls.append(1) or True)
+    override = f"train.keep_freed_memory={str(setting).lower()}"
+    group = [Member(f"m{i}", {}, load_config(SpatialConfig, None, TINY + [override, f"train.seed={i}"]))
+             for i in range(members)]
+    PopulationTrainer(group, tmp_path / "g", [tmp_path / m.name for m in group]).group.close()
+    assert bool(calls) == expect
+    calls.clear()
+    Trainer(group[0].config, tmp_path / "alone", progress=False)
+    assert bool(calls) == (setting is True)
