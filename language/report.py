@@ -233,7 +233,10 @@ def plot_curves(res: dict, path: str | Path) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("dev perplexity (joint for structure-predicting arms)")
     ax.set_yscale("log")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:      # no arm has curves (e.g. a report of scores only): no legend
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no training curves recorded", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
