@@ -26,8 +26,25 @@ import time
 
 import torch
 
+from temt_core.cpu_memory import keep_freed_memory
 from temt_core.model import TEMt, TEMtConfig
 from temt_core.positions import RESET, RecurrentPositions
+
+
+def minor_faults() -> int:
+    """Minor page faults of this process so far (fresh pages from the kernel)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def add_malloc_option(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--malloc", choices=["keep", "default"], default=default,
+                   help="keep: glibc keeps freed buffers (temt_core.cpu_memory); default: glibc's own behaviour "
+                        "(buffers above 32 MB a fresh mmap each time). One process per setting")
+
+
+def apply_malloc(args) -> str:
+    """The --malloc setting applied to this process; returns what holds ('keep' or 'default')."""
+    return "keep" if args.malloc == "keep" and keep_freed_memory() else "default"
 
 
 def synthetic_stream(batch: int, chunk: int, n_chunks: int, walk: int, n_actions: int, n_x: int, seed: int = 0):

@@ -24,15 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import time
 
 import torch
 
-from core_speed import synthetic_stream
+from core_speed import add_malloc_option, apply_malloc, minor_faults, synthetic_stream
 from eager_baseline import EagerTEMt
-from temt_core.cpu_memory import keep_freed_memory
 from temt_core.model import TEMt, TEMtConfig
 
 
@@ -41,17 +39,14 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _faults() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
 
 def _timed_step(step, x, a, state, device):
     """One timed training step: (new state, wall seconds, CPU seconds of this process, minor page faults)."""
     _sync(device)
-    t0, c0, f0 = time.perf_counter(), time.process_time(), _faults()
+    t0, c0, f0 = time.perf_counter(), time.process_time(), minor_faults()
     state = step(x, a, state, True)
     _sync(device)
-    return state, time.perf_counter() - t0, time.process_time() - c0, _faults() - f0
+    return state, time.perf_counter() - t0, time.process_time() - c0, minor_faults() - f0
 
 
 def _summary(times: list, cpu: list, walk_steps: int, faults: list) -> dict:
@@ -134,12 +129,10 @@ def main():
     p.add_argument("--slow-chunks", type=int, default=4, help="timed chunks for the eager and sequential arms")
     p.add_argument("--interleaved", action="store_true",
                    help="only parallel and the fused landmark arms, alternating step by step (--chunks steps each)")
-    p.add_argument("--malloc", choices=["keep", "default"], default="keep",
-                   help="keep: glibc keeps freed buffers (temt_core.cpu_memory, what the trainers do by default); "
-                        "default: glibc's own behaviour (each large buffer a fresh mmap). One process per setting")
+    add_malloc_option(p, default="keep")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    malloc_kept = args.malloc == "keep" and keep_freed_memory()
+    malloc = apply_malloc(args)
     device = torch.device(args.device)
     base = dict(n_actions=5, n_stimuli=45, pos_dim=128, dedup_threshold=None, transition_init_std=0.3)
     arms = {"parallel": (dict(), False), "landmark/stimulus": (dict(landmark="stimulus"), False),
@@ -148,7 +141,7 @@ def main():
             "landmark_seq/product": (dict(landmark="product"), True)}
     result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
               "threads": args.threads, "torch": torch.__version__,
-              "malloc": "keep" if malloc_kept else "default",
+              "malloc": malloc,
               "config": f"batch {args.batch} x 75 steps, e=128, n_x=45, memory 0..1000 per slot, dedup off "
                         "(except where named)", "runs": {}}
     if args.interleaved:

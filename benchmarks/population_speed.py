@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -30,9 +29,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from core_speed import synthetic_stream  # noqa: E402
+from core_speed import add_malloc_option, apply_malloc, minor_faults, synthetic_stream  # noqa: E402
 
-from temt_core.cpu_memory import keep_freed_memory  # noqa: E402
 from temt_core.model import TEMt, TEMtConfig  # noqa: E402
 from temt_core.population import PopulationAdam, TEMtPopulation  # noqa: E402
 
@@ -41,9 +39,6 @@ def member_configs(P: int, pos_dim: int, landmark: str | None = None) -> list[TE
     return [TEMtConfig(n_actions=5, n_stimuli=45, pos_dim=pos_dim, dedup_threshold=None, landmark=landmark,
                        transition_init_std=0.3 + 0.05 * p, w_reg_e=0.01 * (1 + p % 2)) for p in range(P)]
 
-
-def _faults() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _sync(device):
@@ -70,7 +65,7 @@ def compare(P: int, device, batch: int, chunk: int, warmup: int, timed: int, pos
         acts = [s[i][1].to(device) for s in streams]
         x, a = torch.stack(xs), torch.stack(acts)
         _sync(device)
-        t0, c0, f0 = time.perf_counter(), time.process_time(), _faults()
+        t0, c0, f0 = time.perf_counter(), time.process_time(), minor_faults()
         out = pop(x, a, pop_state)
         pop_opt.zero_grad()
         out.loss.backward()
@@ -78,7 +73,7 @@ def compare(P: int, device, batch: int, chunk: int, warmup: int, timed: int, pos
         pop_opt.step(lrs)
         pop_state = out.state
         _sync(device)
-        t1, c1, f1 = time.perf_counter(), time.process_time(), _faults()
+        t1, c1, f1 = time.perf_counter(), time.process_time(), minor_faults()
         for p, (m, opt) in enumerate(zip(singles, opts)):
             o = m(xs[p], acts[p], states[p])
             opt.zero_grad(set_to_none=True)
@@ -88,7 +83,7 @@ def compare(P: int, device, batch: int, chunk: int, warmup: int, timed: int, pos
             states[p] = o.state
             last[p] = o.loss.item()
         _sync(device)
-        t2, c2, f2 = time.perf_counter(), time.process_time(), _faults()
+        t2, c2, f2 = time.perf_counter(), time.process_time(), minor_faults()
         if i >= warmup:
             pop_times.append(t1 - t0)
             seq_times.append(t2 - t1)
@@ -129,16 +124,14 @@ def main():
     p.add_argument("--warmup", type=int, default=14, help="chunks to fill the memory before timing")
     p.add_argument("--timed", type=int, default=8, help="timed chunks")
     p.add_argument("--landmark", choices=["stimulus", "product"], help="members with landmark correction")
-    p.add_argument("--malloc", choices=["keep", "default"], default="keep",
-                   help="keep: glibc keeps freed buffers (temt_core.cpu_memory, what the trainers do by default); "
-                        "default: glibc's own behaviour (each large buffer a fresh mmap). One process per setting")
+    add_malloc_option(p, default="keep")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    malloc_kept = args.malloc == "keep" and keep_freed_memory()
+    malloc = apply_malloc(args)
     device = torch.device(args.device)
     result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
               "threads": args.threads, "torch": torch.__version__,
-              "malloc": "keep" if malloc_kept else "default",
+              "malloc": malloc,
               "config": f"batch {args.batch} x {args.chunk} steps, e={args.pos_dim}, n_x=45, memory 0..{args.walk} per "
                         f"slot (walks of {args.walk}, out of phase), dedup off; timed chunks interleaved; landmark "
                         f"{args.landmark}",

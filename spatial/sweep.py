@@ -46,7 +46,6 @@ from tqdm import tqdm
 
 from temt_core.checkpoint import CheckpointError, flatten, latest_checkpoint, unflatten
 from temt_core.config import ConfigError, to_dict
-from temt_core.cpu_memory import keep_freed_memory
 from temt_core.model import TEMt, TEMtState
 from temt_core.population import PopulationAdam, TEMtPopulation
 from temt_core.rundir import RunDir, changed_keys, check_resume_config, with_defaults
@@ -55,7 +54,7 @@ from temt_core.validation import NonFiniteError
 from .metrics import accuracy_summary
 from .sweep_file import Member, assign_groups, load_sweep, trains_alone     # noqa: F401 (assign_groups: re-exported)
 from .sweep_summary import DIVERGED, write_summary
-from .train import RESUMABLE_CHANGES, Trainer, evaluate, learning_rate
+from .train import RESUMABLE_CHANGES, Trainer, apply_keep_freed_memory, evaluate, learning_rate
 from .walks import WalkStream
 
 # -- one population --------------------------------------------------------------------------------------------------
@@ -79,9 +78,7 @@ class PopulationTrainer:
         self.configs = [m.config for m in members]
         t = self.configs[0].train
         torch.set_num_threads(t.threads)
-        keep = t.keep_freed_memory                # 'auto': on for a population of >= 2 members (TrainConfig)
-        if (keep is True or (keep == "auto" and len(members) > 1)) and t.device == "cpu":
-            keep_freed_memory()
+        apply_keep_freed_memory(t, members=len(members))
         self.device = torch.device(t.device)
         models = []
         for c in self.configs:                  # as Trainer: the member's seed, then its TEMt

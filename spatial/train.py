@@ -129,6 +129,14 @@ def state_from_tensors(tensors: dict, kind: str, device, where) -> TEMtState | T
                               f"({type(err).__name__}: {err}); nothing was changed") from None
 
 
+def apply_keep_freed_memory(t, members: int) -> None:
+    """train.keep_freed_memory for a process that trains `members` models (TrainConfig): true always, 'auto' for a
+    population of two or more, false never; CPU only (the setting is glibc's, not the GPU's)."""
+    keep = t.keep_freed_memory
+    if (keep is True or (keep == "auto" and members > 1)) and t.device == "cpu":
+        keep_freed_memory()
+
+
 class Trainer:
     def __init__(self, config: SpatialConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
                  worlds: list | None = None, overwrite: bool = False):
@@ -145,8 +153,7 @@ class Trainer:
         t = config.train
         check_device(t.device)                  # a GPU that is not there: a named error, before any work
         torch.set_num_threads(t.threads)
-        if t.keep_freed_memory is True and t.device == "cpu":     # 'auto' is off for one model (TrainConfig)
-            keep_freed_memory()
+        apply_keep_freed_memory(t, members=1)
         self.device = torch.device(t.device)
         torch.manual_seed(t.seed)
         self.kind = config.model_kind

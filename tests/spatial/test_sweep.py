@@ -310,11 +310,9 @@ def test_keep_freed_memory_where_it_helps(tmp_path, monkeypatch, setting, member
     """train.keep_freed_memory='auto' turns glibc's buffer reuse on for populations of >= 2 members (where the
     measured gain is) and leaves a single model alone; true/false force it. The process-wide call is recorded,
     not made (it cannot be undone in the test process)."""
-    import spatial.sweep
     import spatial.train
     calls = []
-    for module in (spatial.sweep, spatial.train):
-        monkeypatch.setattr(module, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(spatial.train, "keep_freed_memory", lambda: calls.append(1) or True)
     override = f"train.keep_freed_memory={str(setting).lower()}"
     group = [Member(f"m{i}", {}, load_config(SpatialConfig, None, TINY + [override, f"train.seed={i}"]))
              for i in range(members)]
