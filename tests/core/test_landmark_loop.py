@@ -6,7 +6,7 @@ landmark queries, across chunk boundaries and world resets.
 import pytest
 import torch
 
-from temt_core.landmark_loop import DedupStore, landmark_loop, store_keys
+from temt_core.landmark_loop import DedupStore, _softmax_logsumexp, landmark_loop, store_keys
 from temt_core.model import TEMt, TEMtConfig
 from temt_core.positions import RESET
 
@@ -141,3 +141,25 @@ def test_grouped_store_equals_one_key_per_memory():
     for u, v in zip(outs[0][:3], outs[1][:3]):
         torch.testing.assert_close(u, v, **TOL)
     assert (outs[0][1] - outs[0][0]).abs().max() > 1e-3          # the correction did something
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_softmax_logsumexp_known_answer(dtype):
+    """The confidence's logsumexp taken from the softmax equals torch.logsumexp, with blocked entries, a row that
+    is all blocked, one dominant entry and a nearly uniform row."""
+    blocked = torch.finfo(dtype).min / 2
+    g = torch.Generator().manual_seed(0)
+    s = (torch.randn(5, 4, 30, generator=g, dtype=torch.float64) * 3).to(dtype)
+    s[0, :, 10:] = blocked                   # unreadable keys
+    s[1, 2] = blocked                        # a row that reads nothing
+    s[2, 1, 3] = 40.0                        # one key dominates: max w near 1
+    s[3, 0] = 1e-3 * s[3, 0]                 # nearly uniform: max w near 1/K
+    w, lse = _softmax_logsumexp(s)
+    torch.testing.assert_close(w, torch.softmax(s, -1), rtol=0, atol=0)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-6, atol=1e-5)
+    readable = s[..., :1] > blocked          # (the all-blocked row: finite, blocked + log K)
+    torch.testing.assert_close(lse[readable], torch.logsumexp(s, -1, keepdim=True)[readable], **tol)
+    assert torch.isfinite(lse).all() and lse[1, 2].item() < blocked / 2
+    out = torch.empty_like(s)
+    w2, _ = _softmax_logsumexp(s, out=out)
+    assert w2.data_ptr() == out.data_ptr()
