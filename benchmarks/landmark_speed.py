@@ -17,7 +17,9 @@ same run, so the ratios are comparable on a shared machine.
 
 --interleaved is the comparison to trust on a shared machine: the arms alternate step by step in one process, so a
 burst of load from elsewhere falls on all of them (timing the arms one after another let one run print 0.37 and the
-next 0.52 for the same code).
+next 0.52 for the same code). The order rotates every step, and the ratios come from wall time ("ratios") and from
+this process's CPU time ("cpu_ratios"): with two trainings on the two cores, wall-time ratios of one code swung from
+0.38 to 0.55 between runs while the CPU-time ratios were 0.48-0.50 (docs/results/engine-2026-12-03c.md).
 """
 from __future__ import annotations
 
@@ -109,8 +111,11 @@ def time_interleaved(arms: dict, batch: int, warmup: int, n: int, device) -> dic
             for x, a in streams[name][:warmup]:
                 states[name] = step(x.to(device), a.to(device), states[name], False)
     wall, cpu, faults = ({name: [] for name in arms} for _ in range(3))
+    order = list(arms)
     for i in range(warmup, warmup + n):
-        for name, step in arms.items():
+        order = order[1:] + order[:1]       # rotate: no arm always runs right after the same other one
+        for name in order:
+            step = arms[name]
             x, a = (v.to(device) for v in streams[name][i])
             states[name], w, c, f = _timed_step(step, x, a, states[name], device)
             wall[name].append(w)
@@ -151,9 +156,11 @@ def main():
             steps[name] = temt_step(TEMt(TEMtConfig(**{**base, **arms[name][0]})).to(device))
         result["runs"] = time_interleaved(steps, args.batch, args.warmup, args.chunks, device)
         result["mode"] = "interleaved"
-        r = {k: 1 / v["sec_per_step"] for k, v in result["runs"].items()}
-        result["ratios"] = {"landmark_stimulus_over_parallel": r["landmark/stimulus"] / r["parallel"],
-                            "landmark_product_over_parallel": r["landmark/product"] / r["parallel"]}
+        for key, ratio_name in (("sec_per_step", "ratios"), ("cpu_sec_per_step", "cpu_ratios")):
+            # wall time, and CPU time of this process (less disturbed by other processes on a loaded machine)
+            r = {k: 1 / v[key] for k, v in result["runs"].items()}
+            result[ratio_name] = {"landmark_stimulus_over_parallel": r["landmark/stimulus"] / r["parallel"],
+                                  "landmark_product_over_parallel": r["landmark/product"] / r["parallel"]}
         print(json.dumps(result, indent=1))
         return
     for name, (kw, sequential) in arms.items():
