@@ -22,7 +22,7 @@ from spatial.compare import criterion_step, load_run  # noqa: E402
 SEEDS = (0, 1, 2)
 STEPS = 20_000
 ARMS = ("relu-stimulus", "linear-stimulus", "relu-product", "linear-product")
-EXPLORATORY = ("relu-stimulus-noxcorr", "relu-stimulus-noenergy")  # amendments X1, X2: per-seed table only
+EXPLORATORY = ("relu-stimulus-noxcorr", "relu-stimulus-noenergy", "relu-stimulus-nog")  # amendments X1-X3: per-seed table only
 
 
 def verdict(steps_to_criterion: list[int | None]) -> str:
