@@ -26,8 +26,9 @@ per-step outputs are time-major (T, B, .) so that each step's slice is contiguou
     f       = sigmoid([e_ret, e_pi, conf] G^T + b) * anything_readable
     e_t     = e_pi + f * (e_ret - e_pi)
 
-Backward walks the steps in reverse and accumulates the gradient that later steps send to a chunk memory (through
-its value e_k and its key zn_k) in (B, T, E) buffers, so step t's total gradient is complete when it is reached.
+Backward walks the steps in reverse. When it reaches step t, the later steps' gradients on their reads are known,
+so the gradient they send to chunk memory t (through its value e_t and its key zn_t) is pulled in one product per
+slot over them, and step t's total gradient is complete.
 The weight gradients (transitions, gate, stimulus Gram matrix) are reduced once after the loop.
 
 `TEMt._sequential` is the plain reference; tests/core/test_landmark_loop.py checks this path against it in float64
