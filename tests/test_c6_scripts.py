@@ -30,6 +30,8 @@ def test_recorded_verdicts_reproduce(capsys):
     assert rows["linear-stimulus"].endswith("**holds** |")
     assert rows["relu-stimulus"].endswith("**fails** |")
     assert "4,000, 2,000, 4,000" in rows["linear-stimulus"]
+    assert rows["relu-product"].endswith("**fails** |") and rows["linear-product"].endswith("**fails** |")
+    assert set(rows) == {"relu-stimulus", "linear-stimulus", "relu-product", "linear-product"}
 
 
 def test_ladder_reads_c6_runs_under_their_search_names(tmp_path):
