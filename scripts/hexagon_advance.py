@@ -12,7 +12,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-CONTROLS = {"P+", "N0", "N1"}
+CONTROLS = {"P+", "P2", "P3", "N0", "N1"}   # P2, P3: amendment A3, positive controls that never advance
 SEEDS = (0, 1)
 
 

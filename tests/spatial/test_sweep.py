@@ -251,7 +251,7 @@ def test_named_arms_name_members_and_summary_rows(tmp_path):
 def test_the_hexagon_screen_file_loads():
     members = load_sweep("configs/spatial/sweeps/hexagon-screen.yaml")
     # 15 pre-registered arms and H9 (amendment A2, docs/results/hexagon-search.md), seeds 0 and 1
-    assert len(members) == 32 and {m.label for m in members} >= {"S0", "H3", "H9", "P+", "N0", "N1", "Q0"}
+    assert len(members) == 36 and {m.label for m in members} >= {"S0", "H3", "H9", "P+", "P2", "P3", "N0", "N1", "Q0"}
 
 
 def test_example_sweep_file():
