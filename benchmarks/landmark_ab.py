@@ -11,18 +11,17 @@ batch 16, chunks of 75, e = 128, n_x = 45, memory 0..1,000 per slot, de-duplicat
                else from this tree: the A/B isolates that one file
     new        landmark correction with this tree's temt_core/landmark_loop.py
 
-The order of the arms rotates every step, so a burst of load from elsewhere falls on all of them; medians of CPU
-time per step (less disturbed by other processes than wall time) and of wall time are both reported.
+The timing is landmark_speed.py's --interleaved loop (time_interleaved: warm-up, then the arms in an order that
+rotates every step, so a burst of load from elsewhere falls on all of them); medians of CPU time per step (less
+disturbed by other processes than wall time) and of wall time are both reported.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import platform
-import statistics
 import subprocess
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -30,8 +29,8 @@ import torch
 
 import temt_core
 import temt_core.model as model_module
-from core_speed import add_malloc_option, apply_malloc, synthetic_stream
-from landmark_speed import temt_step
+from core_speed import add_malloc_option, apply_malloc
+from landmark_speed import temt_step, time_interleaved
 from temt_core import landmark_loop as new_loop
 from temt_core.model import TEMt, TEMtConfig
 
@@ -54,6 +53,19 @@ def load_base(commit: str) -> types.ModuleType:
     return module
 
 
+def _use(loop: types.ModuleType) -> None:
+    """Make TEMt._landmark_fused call `loop` (it looks both names up in temt_core.model at call time)."""
+    model_module.landmark_loop, model_module.store_keys = loop.landmark_loop, loop.store_keys
+
+
+def _with_loop(step, loop: types.ModuleType):
+    """A training step (landmark_speed.temt_step) that runs with `loop` as the landmark loop."""
+    def run(x, a, state, train):
+        _use(loop)
+        return step(x, a, state, train)
+    return run
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", required=True, help="the commit to compare with (any git revision)")
@@ -71,37 +83,17 @@ def main():
     arms = {"parallel": ({}, new_loop), "base": (dict(landmark=args.query), base_loop),
             "new": (dict(landmark=args.query), new_loop)}
     steps = {}
-    for name, (kw, _) in arms.items():
+    for name, (kw, loop) in arms.items():
         torch.manual_seed(0)
-        steps[name] = temt_step(TEMt(TEMtConfig(**common, **kw)))
-    chunks = synthetic_stream(16, 75, args.warmup + args.chunks, 1000, 5, 45)
-
-    def use(name):      # TEMt._landmark_fused looks both names up in temt_core.model at call time
-        loop = arms[name][1]
-        model_module.landmark_loop, model_module.store_keys = loop.landmark_loop, loop.store_keys
-
-    states = dict.fromkeys(arms)
-    with torch.no_grad():
-        for x, a in chunks[:args.warmup]:
-            for name in arms:
-                use(name)
-                states[name] = steps[name](x, a, states[name], False)
-    wall, cpu = ({name: [] for name in arms} for _ in range(2))
-    order = list(arms)
-    for x, a in chunks[args.warmup:]:
-        order = order[1:] + order[:1]
-        for name in order:
-            use(name)
-            t0, c0 = time.perf_counter(), time.process_time()
-            states[name] = steps[name](x, a, states[name], True)
-            wall[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
-    use("new")
-    med = {name: statistics.median(v) for name, v in cpu.items()}
+        steps[name] = _with_loop(temt_step(TEMt(TEMtConfig(**common, **kw))), loop)
+    runs = time_interleaved(steps, 16, args.warmup, args.chunks, torch.device("cpu"))
+    _use(new_loop)
+    med = {name: r["cpu_sec_per_step"] for name, r in runs.items()}
     print(json.dumps({
         "device": platform.processor() or "cpu", "threads": args.threads, "torch": torch.__version__,
         "malloc": malloc, "base": args.base, "query": args.query, "dedup": args.dedup, "timed_steps": args.chunks,
-        "cpu_sec_per_step": med, "wall_sec_per_step": {n: statistics.median(v) for n, v in wall.items()},
+        "cpu_sec_per_step": med, "wall_sec_per_step": {n: r["sec_per_step"] for n, r in runs.items()},
+        "runs": runs,
         "ratios": {"new_over_base": med["base"] / med["new"],
                    "base_landmark_over_parallel": med["parallel"] / med["base"],
                    "new_landmark_over_parallel": med["parallel"] / med["new"]},
