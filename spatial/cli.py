@@ -4,7 +4,7 @@
     temt-spatial train --resume runs/quick [train.steps=4000]
     temt-spatial train --config configs/spatial/tem.yaml --out runs/tem     (TEM, Whittington et al. 2020)
     temt-spatial analyse runs/quick [steps=6000 sizes=[11,11]]   (grid/band/place cells, report.md)
-    temt-spatial sweep configs/spatial/sweeps/quick-seeds.yaml --out runs/quick-seeds [--resume]
+    temt-spatial sweep configs/spatial/sweeps/quick-seeds.yaml --out runs/quick-seeds [--resume] [--processes 2]
     temt-spatial compare --arm tem=RUN,RUN,RUN --arm temt=RUN,RUN,RUN [--sweep tem=RUN,RUN] --out DIR [--quick]
                                                                  (TEM vs TEM-t learning speed, C6: report.md)
     temt-spatial config [--config FILE] [key=value ...]          (the resolved training config, as YAML)
@@ -111,11 +111,15 @@ def _sweep(args) -> int:
     from pathlib import Path
 
     from .sweep import run_sweep
+    from .sweep_launch import check_processes, run_in_processes, under_launcher
     if args.overrides:
         raise ConfigError(f"sweep takes no key=value overrides (got {' '.join(args.overrides)}); put them under "
                           "base: in the sweep file")
     if not args.out:
         raise ConfigError("sweep needs --out DIR (where the members, checkpoints and summary go)")
+    check_processes(args.processes)
+    if args.processes > 1 and under_launcher() == 1:        # start the ranks; each runs this function again
+        return run_in_processes(args.processes, args.sweep_file, args.out, args.resume, args.quiet)
     try:
         rows = run_sweep(args.sweep_file, args.out, resume=args.resume, progress=not args.quiet)
     except NonFiniteError as err:
@@ -222,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     sw.add_argument("--out", help="output directory of the sweep")
     sw.add_argument("--resume", action="store_true", help="continue the sweep in --out from its checkpoints")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    sw.add_argument("--processes", type=int, default=1,
+                    help="train the members in N processes through accelerate launch (default 1; on a 2-core CPU, "
+                         "2 trains about 1.8x as many walk-steps per second; resume with the same N)")
     sw.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
     cp = sub.add_parser("compare", help="TEM vs TEM-t on the same walks (C6): accuracy against steps and wall-clock "
                         "time, steps and seconds to criterion, time per step, memory; report.md")

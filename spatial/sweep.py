@@ -29,7 +29,8 @@ the plain Trainer into the same member layout. The output directory:
 A member that diverges is dropped from its population (members/NAME/diverged.json) and the others go on.
 A member's training equals the same config trained alone (tests/spatial/test_sweep.py).
 
-Several processes: `accelerate launch --multi_gpu --num_processes N -m spatial sweep FILE --out DIR` (on CPUs too:
+Several processes: `temt-spatial sweep FILE --out DIR --processes N` (spatial/sweep_launch.py), which runs
+`accelerate launch --multi_gpu --num_processes N -m spatial sweep FILE --out DIR` (on CPUs too:
 Accelerate's --cpu launcher starts several processes only through MPI; under --multi_gpu without GPUs the
 processes meet over gloo). Rank r trains members r, r + N, ... of every group as its own population
 (groups/gK-rR/); rank 0 writes the summary once all are done. Resume with the same N.
@@ -413,7 +414,8 @@ def run_sweep(sweep_file: str | Path, out: str | Path, resume: bool = False, pro
         check_resume(saved, members)
         if saved.get("processes", 1) != world:
             raise ConfigError(f"{out} was trained by {saved.get('processes', 1)} process(es); resume it with as "
-                              f"many (got {world}): each process's checkpoints hold its own members")
+                              f"many (got {world}): each process's checkpoints hold its own members (--resume "
+                              f"--processes {saved.get('processes', 1)})")
     elif plan_path.exists():
         raise FileExistsError(f"{out} already holds a sweep: resume it with --resume, or choose another --out")
     barrier()

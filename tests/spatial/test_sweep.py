@@ -263,21 +263,16 @@ def test_example_sweep_file():
 
 @pytest.mark.slow
 def test_sweep_sharded_over_two_processes(tmp_path):
-    """accelerate launch with 2 CPU processes (gloo): each trains half of the members; rank 0's summary has all,
-    and every member equals the one-process sweep's to float32 tolerance."""
-    import socket
+    """--processes 2 (accelerate launch with 2 CPU processes, gloo): each trains half of the members; rank 0's
+    summary has all, and every member equals the one-process sweep's to float32 tolerance."""
     import subprocess
     import sys
     from pathlib import Path
     f = _write(tmp_path, SWEEP.replace("steps: 10,", "steps: 6,").replace("every: 5,", "every: 6,")
                .replace("seeds: [0, 3]", "seeds: [1]"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    launcher = Path(sys.executable).parent / "accelerate"
-    cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-           "-m", "spatial", "sweep", str(f), "--out", str(tmp_path / "two"), "--quiet"]
+    # `--processes 2` starts the two ranks through accelerate launch (spatial/sweep_launch.py)
+    cmd = [sys.executable, "-m", "spatial", "sweep", str(f), "--out", str(tmp_path / "two"), "--quiet",
+           "--processes", "2"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=Path(__file__).parents[2])
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "two" / "groups").iterdir()) == ["g0-r0", "g0-r1", "g1-r0", "g1-r1"]
@@ -292,6 +287,44 @@ def test_sweep_sharded_over_two_processes(tmp_path):
     assert plan["processes"] == 2
     with pytest.raises(ConfigError, match=r"trained by 2 process\(es\); resume it with as many \(got 1\)"):
         run_sweep(f, tmp_path / "two", resume=True, progress=False)
+
+
+def test_processes_option_starts_the_ranks_through_accelerate(tmp_path, monkeypatch):
+    """--processes N runs `accelerate launch --multi_gpu --num_processes N -m spatial sweep ...` (the path the slow
+    test above trains through) with the sweep's own arguments and a free port, and returns its exit status."""
+    import spatial.sweep_launch
+    f = _write(tmp_path, SWEEP)
+    seen = []
+    monkeypatch.setattr(spatial.sweep_launch, "_launch", lambda cmd: seen.append(cmd) or 7)
+    assert main(["sweep", str(f), "--out", str(tmp_path / "s"), "--processes", "3", "--quiet"]) == 7
+    (cmd,) = seen
+    assert cmd[1:5] == ["launch", "--multi_gpu", "--num_processes", "3"]
+    port = cmd[cmd.index("--main_process_port") + 1]
+    assert port.isdigit() and int(port) > 0
+    assert cmd[cmd.index("-m"):] == ["-m", "spatial", "sweep", str(f), "--out", str(tmp_path / "s"), "--quiet"]
+    assert not (tmp_path / "s").exists()                 # the ranks write, not the parent
+    # inside a launch (WORLD_SIZE set), --processes is not launched again
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    assert spatial.sweep_launch.under_launcher() == 3
+
+
+def test_processes_option_refuses_before_starting_anything(tmp_path, monkeypatch, capsys):
+    import spatial.sweep_launch
+    f = _write(tmp_path, SWEEP)
+    monkeypatch.setattr(spatial.sweep_launch, "_launch", lambda cmd: pytest.fail(f"launched {cmd}"))
+    assert main(["sweep", str(f), "--out", str(tmp_path / "s"), "--processes", "0"]) == 2
+    assert "--processes must be >= 1 (got 0)" in capsys.readouterr().err
+    bad = _write(tmp_path, SWEEP.replace("grid:", "gird:"), name="bad.yaml")
+    assert main(["sweep", str(bad), "--out", str(tmp_path / "s"), "--processes", "2"]) == 2
+    assert "gird" in capsys.readouterr().err
+    run_sweep(f, tmp_path / "done", progress=False)                       # trained by one process
+    assert main(["sweep", str(f), "--out", str(tmp_path / "done"), "--processes", "2"]) == 2
+    assert "already holds a sweep" in capsys.readouterr().err
+    assert main(["sweep", str(f), "--out", str(tmp_path / "done"), "--processes", "2", "--resume"]) == 2
+    assert "trained by 1 process(es); resume it with as many (got 2)" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "2")                                   # a launch of 2 asked for 3
+    assert main(["sweep", str(f), "--out", str(tmp_path / "x"), "--processes", "3"]) == 2
+    assert "inside a launch of 2 processes" in capsys.readouterr().err
 
 
 def test_a_population_group_has_one_writer(tmp_path):
