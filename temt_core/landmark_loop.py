@@ -240,7 +240,7 @@ class _LandmarkLoop(torch.autograd.Function):
          keys_t, c_all) = ctx.saved_tensors
         product, M = ctx.product, ctx.M
         T, B, E = e_all.shape
-        A = W.shape[0]
+        A = W.shape[-3]                             # (A, E, E), or a population's (P, A, E, E)
         reset = (actions == RESET).t()
         reset_steps = [True] * T if ctx.capturable else reset.any(1).tolist()
         cols = _columns(actions, E)

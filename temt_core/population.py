@@ -33,6 +33,11 @@ tolerance in TEMt). With landmark correction the sequential part is landmark_loo
 members' stacked weights directly, and both prediction reads are one attention over 2T queries, as in TEMt.
 tests/core/test_population.py checks a member against TEMt + torch.optim.Adam +
 clip_grad_norm_ trained alone.
+
+Capturable members (TEMtConfig.capturable, all with the same max_memories) make a capturable population: the
+store keeps its fixed width (MemoryStore.append_fixed), every step applies the reset, the weight gradient is the
+one-hot product (`_one_hot_outer`) and nothing is read back to the host in forward or backward
+(tests/core/test_capturable.py). PopulationAdam still takes host numbers, so no CUDA graph drives it yet.
 """
 from __future__ import annotations
 
@@ -50,7 +55,7 @@ from .memory import MemoryStore, find_duplicates, slot_ids
 from .memory_read import memory_read
 from .model import TEMt, TEMtConfig, TEMtState
 from .positions import RESET, _activate_into, _activation_grad
-from .validation import NonFiniteError, check_index_tensor, check_shape
+from .validation import NonFiniteError, assert_index_on_device, check_index_tensor, check_shape
 
 # TEMtConfig fields members may differ in: they change values, not shapes or code paths. Every other field must be
 # equal across a population (a field added to TEMtConfig later is a grouping key until it is handled here).
@@ -73,9 +78,6 @@ def check_population_config(config: TEMtConfig, where: str = "member") -> None:
     if config.module_norm is not None:
         raise ValueError(f"{where}: model.module_norm={config.module_norm}: populations do not normalise modules yet; "
                          "train these models one by one")
-    if config.capturable:
-        raise ValueError(f"{where}: model.capturable=True: populations keep a store whose width follows the data; "
-                         "capturable steps are for single models (temt_core.graph_step) for now")
 
 
 @dataclass
@@ -103,14 +105,15 @@ class _PopulationRecurrence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, e0, W, e_init, actions, activation, bound):
+    def forward(ctx, e0, W, e_init, actions, activation, bound, capturable=False):
         # e0 (P, B, E), W (P, A, E, E), e_init (P, E), actions (P, B, T); time-major buffers (T, P, B, E)
         P, B, T = actions.shape
         A, E = W.shape[1], W.shape[-1]
         wide = _wide(W)                                                            # (P, E, A*E)
         rows = _rows(actions, A)                                                   # (T, P*B) int64
         reset = (actions == RESET).permute(2, 0, 1)                                # (T, P, B)
-        reset_steps = reset.flatten(1).any(1).tolist()                             # one host sync, not T
+        # one host sync, not T (capturable: none, and every step applies the reset)
+        reset_steps = [True] * T if capturable else reset.flatten(1).any(1).tolist()
         h_all = e0.new_empty(T, P, B, E)
         y_all = e0.new_empty(T, P, B, E)
         product = e0.new_empty(P, B, A * E)
@@ -124,7 +127,7 @@ class _PopulationRecurrence(torch.autograd.Function):
                 y_all[t] = torch.where(reset[t].unsqueeze(-1), init, y_all[t])
             e = y_all[t]
         ctx.save_for_backward(e0, W, e_init, actions, h_all, y_all)
-        ctx.activation, ctx.bound = activation, bound
+        ctx.activation, ctx.bound, ctx.capturable = activation, bound, capturable
         return y_all.permute(1, 2, 0, 3)                                           # (P, B, T, E) view
 
     @staticmethod
@@ -133,7 +136,7 @@ class _PopulationRecurrence(torch.autograd.Function):
         T, P, B, E = h_all.shape
         A = W.shape[1]
         reset = (actions == RESET).permute(2, 0, 1)                                # (T, P, B)
-        reset_steps = reset.flatten(1).any(1).tolist()
+        reset_steps = [True] * T if ctx.capturable else reset.flatten(1).any(1).tolist()
         rows = _rows(actions, A)
         wide_t = _wide(W.transpose(2, 3))                                          # dh @ wide_t -> dh W_a^T blocks
         dsig = _activation_grad(h_all, ctx.activation, ctx.bound)                  # (T, P, B, E)
@@ -152,8 +155,8 @@ class _PopulationRecurrence(torch.autograd.Function):
             de = product.view(P * B * A, E).index_select(0, rows[t]).view(P, B, E)
         dW = None
         if ctx.needs_input_grad[1]:
-            dW = _grouped_outer(e0, y_all, dh_all, actions, A)
-        return de, dW, d_init, None, None, None
+            dW = (_one_hot_outer if ctx.capturable else _grouped_outer)(e0, y_all, dh_all, actions, A)
+        return de, dW, d_init, None, None, None, None
 
 
 def _rows(actions: torch.Tensor, A: int) -> torch.Tensor:
@@ -196,14 +199,28 @@ def _grouped_outer(e0: torch.Tensor, y_all: torch.Tensor, dh_all: torch.Tensor, 
                      padded_dh.view(P * A, width, E)).view(P, A, E, E)
 
 
+def _one_hot_outer(e0: torch.Tensor, y_all: torch.Tensor, dh_all: torch.Tensor, actions: torch.Tensor,
+                   A: int) -> torch.Tensor:
+    """`_grouped_outer` with fixed shapes and no host read (capturable steps), as positions.transition_grad's
+    fixed_shapes: per member one (A*E, N) x (N, E) product of the one-hot-expanded previous positions, A times
+    the arithmetic of the grouped product."""
+    T, P, B, E = dh_all.shape
+    prev = torch.cat([e0.unsqueeze(0), y_all[:-1]], 0).transpose(0, 1).reshape(P, T * B, E)    # rows (t, b)
+    onehot = F.one_hot(actions.transpose(1, 2).clamp(min=0).reshape(P, T * B), A).to(prev.dtype)  # (P, N, A)
+    wide_prev = (onehot.unsqueeze(-1) * prev.unsqueeze(2)).reshape(P, T * B, A * E)
+    dh = dh_all.transpose(0, 1).reshape(P, T * B, E)
+    return torch.bmm(wide_prev.transpose(1, 2), dh).view(P, A, E, E)
+
+
 def population_recurrence(e0: torch.Tensor, W: torch.Tensor, e_init: torch.Tensor, actions: torch.Tensor,
-                          activation: str, bound: float | None) -> torch.Tensor:
+                          activation: str, bound: float | None, capturable: bool = False) -> torch.Tensor:
     """e (P, B, T, E) of P recurrences e_t = sigma(e_{t-1} W[p, a_t]); member p's slots restart at e_init[p].
 
     e0 (P, B, E), W (P, A, E, E) transition matrices, e_init (P, E), actions (P, B, T) with RESET = -1.
-    Runs in W's precision, outside autocast (as RecurrentPositions' fused path does)."""
+    Runs in W's precision, outside autocast (as RecurrentPositions' fused path does). capturable: no host read and
+    no shape that depends on the actions (every step applies the reset; the weight gradient as `_one_hot_outer`)."""
     with torch.autocast(device_type=actions.device.type, enabled=False):
-        return _PopulationRecurrence.apply(e0.to(W.dtype), W, e_init, actions, activation, bound)
+        return _PopulationRecurrence.apply(e0.to(W.dtype), W, e_init, actions, activation, bound, capturable)
 
 
 class TEMtPopulation(nn.Module):
@@ -224,6 +241,14 @@ class TEMtPopulation(nn.Module):
         self.configs = [m.config for m in models]
         self.P = len(models)
         c = first
+        # capturable (a grouping key): fixed shapes and no host reads, as TEMtConfig.capturable. The store's fixed
+        # width is max_memories, a shape, so then every member must have the same
+        self.capturable = c.capturable
+        if c.capturable:
+            widths = sorted({m.config.max_memories for m in models})
+            if len(widths) > 1:
+                raise ValueError(f"capturable members must share max_memories (the store's fixed width); got "
+                                 f"{', '.join(map(str, widths))}")
         pos = models[0].positions                 # the shared structure: masks, activation, bound, transition
         self.n_actions, self.dim, self.activation, self.bound = pos.n_actions, pos.dim, pos.activation, pos.bound
         self.transition, self.check_finite = pos.transition, pos.check_finite
@@ -331,9 +356,12 @@ class TEMtPopulation(nn.Module):
     def initial_state(self, batch: int) -> TEMtState:
         e_init = self.param("positions.e_init")
         P, E = e_init.shape
+        keep_e = self.landmark is not None
+        memory = (MemoryStore.empty_fixed(P * batch, self.configs[0].max_memories, E, keep_e, e_init.device,
+                                          e_init.dtype) if self.capturable else
+                  MemoryStore.empty(P * batch, E, keep_e, e_init.device, e_init.dtype))
         return TEMtState(e=e_init.detach().unsqueeze(1).expand(P, batch, E).reshape(P * batch, E),
-                         memory=MemoryStore.empty(P * batch, E, self.landmark is not None, e_init.device,
-                                                  e_init.dtype),
+                         memory=memory,
                          world=torch.zeros(P * batch, dtype=torch.long, device=e_init.device),
                          count=torch.zeros(P * batch, dtype=torch.long, device=e_init.device))
 
@@ -358,15 +386,15 @@ class TEMtPopulation(nn.Module):
         if self.landmark is not None:
             return self._forward_landmark(xf, af, state, world, W, U, loss_mask, P, B, T)
         e = population_recurrence(state.e.view(P, B, E), W, self.param("positions.e_init"), actions,
-                                  self.activation, self.bound)                    # (P, B, T, E)
-        if self.check_finite:
+                                  self.activation, self.bound, self.capturable)   # (P, B, T, E)
+        if self.check_finite and not self.capturable:
             self._raise_if_not_finite(e)
         ef = e.reshape(P * B, T, E)
         z = zscore(ef)                                                            # (P*B, T, E)
         mem = state.memory
         if self.any_dedup:
             threshold = self.number("dedup", z).repeat_interleave(B).view(P * B, 1, 1)         # per slot, broadcast
-            stored = ~find_duplicates(z, xf, world, mem, threshold)               # (P*B, T)
+            stored = ~find_duplicates(z, xf, world, mem, threshold, fixed_rounds=self.capturable)   # (P*B, T)
         else:
             stored = torch.ones(P * B, T, dtype=torch.bool, device=x.device)
         earlier = torch.ones(T, T, dtype=torch.bool, device=x.device).tril(-1)
@@ -400,8 +428,8 @@ class TEMtPopulation(nn.Module):
             e_pi, e, gate, stored = landmark_loop(
                 state.e.to(dtype), W, self.param("positions.e_init"), gram, self.param("landmark.gate.weight"),
                 self.param("landmark.gate.bias"), af, xf, world, store, dedup_store, self.activation, self.bound,
-                product, threshold)                                               # (P*B, T, E) each
-        if self.check_finite:
+                product, threshold, None, self.capturable)                        # (P*B, T, E) each
+        if self.check_finite and not self.capturable:
             self._raise_if_not_finite(e.view(P, B, T, E))
         z = zscore(e)
         earlier = torch.ones(T, T, dtype=torch.bool, device=xf.device).tril(-1)
@@ -476,7 +504,7 @@ class TEMtPopulation(nn.Module):
         scores = torch.cat([k.scores(q_tilde) for k in keys], -1)                 # (S, T, K)
         probs = torch.softmax(scores, -1)
         empty = n == 0
-        if bool(empty.any()):
+        if self.capturable or bool(empty.any()):
             probs = probs.masked_fill(empty, 0.0)
         return probs.new_zeros(*probs.shape[:2], n_x).scatter_add(2, x_all.unsqueeze(1).expand_as(probs), probs)
 
@@ -500,6 +528,9 @@ class TEMtPopulation(nn.Module):
         slots, count = slot_ids(stored, actions == RESET, state.count)
         kept_e = e.detach() if self.landmark is not None else e.new_zeros(*e.shape[:2], 0)
         chunk = MemoryStore(z=z.detach(), e=kept_e, x=x, world=world, slot=slots, valid=stored)
+        if self.capturable:                   # the fixed width is every member's max_memories: nothing to cut
+            memory = state.memory.append_fixed(chunk, world[:, -1])
+            return TEMtState(e=e[:, -1].detach(), memory=memory, world=world[:, -1], count=count)
         memory = state.memory.append(chunk, world[:, -1], None)
         if self.any_capacity:
             capacity = self.capacity.repeat_interleave(B).unsqueeze(1)            # (P*B, 1)
@@ -524,16 +555,19 @@ class TEMtPopulation(nn.Module):
             raise ValueError(f"x must have shape (P={self.P}, B, T), got {tuple(x.shape)}")
         check_shape("actions", actions, tuple(x.shape))
         P, B, T = x.shape
-        check_index_tensor("x", x.reshape(P * B, T), ndim=2, low=0, high=c.n_stimuli - 1,
-                           meaning="a stimulus id in [0, n_stimuli)")
-        check_index_tensor("actions", actions.reshape(P * B, T), ndim=2, low=RESET, high=c.n_actions - 1,
-                           meaning="an action id in [0, n_actions) or RESET (-1)")
+        check = assert_index_on_device if self.capturable else check_index_tensor
+        check("x", x.reshape(P * B, T), ndim=2, low=0, high=c.n_stimuli - 1, meaning="a stimulus id in [0, n_stimuli)")
+        check("actions", actions.reshape(P * B, T), ndim=2, low=RESET, high=c.n_actions - 1,
+              meaning="an action id in [0, n_actions) or RESET (-1)")
         if T == 0:
             raise ValueError("x and actions must have at least one step (got T = 0)")
         if loss_mask is not None:
             check_shape("loss_mask", loss_mask, (P, B, T))
         if state is not None:
             check_shape("state.e", state.e, (P * B, c.pos_dim))
+            if self.capturable and state.memory.size != c.max_memories:
+                raise ValueError(f"state.memory is {state.memory.size} wide, but a capturable population keeps "
+                                 f"exactly max_memories = {c.max_memories}: the state comes from other settings")
         return P, B, T
 
 

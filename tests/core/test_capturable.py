@@ -190,7 +190,72 @@ def test_graph_step_on_its_fixed_buffers_trains_as_an_ordinary_loop():
         GraphTrainStep(fixed, opt, batch=3, chunk=10, use_graph=True)
 
 
-def test_populations_refuse_capturable_members():
-    from temt_core.population import check_population_config
-    with pytest.raises(ValueError, match="model.capturable=True"):
-        check_population_config(TEMtConfig(capturable=True, max_memories=10))
+@pytest.mark.parametrize("landmark", [None, "stimulus", "product"])
+def test_capturable_population_equals_its_capturable_members(landmark):
+    """A capturable population (fixed-width store, no host reads) equals each of its capturable members trained
+    alone, in float64: losses, parts, logits, positions, stored masks, gradients and carried state, over chunks
+    with world resets, a store that overflows its width (14 memories, 9 steps a chunk), and members that differ
+    in de-duplication (on, off) and loss weights. The members themselves equal ordinary models (the test above)."""
+    from test_population import _chunks as population_chunks, _members, _run_side_by_side
+
+    from temt_core.population import TEMtPopulation
+    kinds = [dict(dedup_threshold=0.9, w_reg_e=0.01), dict(dedup_threshold=None, attention_multiplier=2.0),
+             dict(dedup_threshold=0.6, transition_init_std=0.3, w_nonneg=0.05)]
+    configs = [TEMtConfig(pos_dim=10, n_stimuli=6, landmark=landmark, capturable=True, max_memories=14, **k)
+               for k in kinds]
+    models = _members(configs, [0, 1, 2])
+    if landmark:
+        for m in models:                    # open the gates a little, so that the correction really moves e
+            torch.nn.init.normal_(m.landmark.gate.weight, std=0.3)
+    pop = TEMtPopulation(models)
+    P, B, T = 3, 4, 9
+    for out, _ in _run_side_by_side(pop, models, population_chunks(P, B, T, 4, 6), B):
+        assert out.state.memory.size == 14                                   # the fixed width, every chunk
+    assert not out.stored[0].all() and out.stored[1].all()      # member 0 de-duplicates, member 1 does not
+
+
+def test_one_hot_transition_gradient_equals_the_grouped_one():
+    """The capturable weight gradient of the population recurrence (one-hot product) equals the grouped one."""
+    from temt_core.population import _grouped_outer, _one_hot_outer
+    g = torch.Generator().manual_seed(0)
+    P, B, T, E, A = 3, 4, 7, 5, 5
+    e0, y, dh = torch.randn(P, B, E, generator=g), torch.randn(T, P, B, E, generator=g), \
+        torch.randn(T, P, B, E, generator=g)
+    actions = torch.randint(0, A, (P, B, T), generator=g)
+    actions[0, :, 2] = 4                                                  # an action no other member takes there
+    torch.testing.assert_close(_one_hot_outer(e0, y, dh, actions, A), _grouped_outer(e0, y, dh, actions, A))
+
+
+def _population_step_reads(pop, B=4, T=9, n=3):
+    from test_population import _chunks as population_chunks
+    state = None
+    for x, a, mask in population_chunks(pop.P, B, T, n, 6):
+        probe = _HostReads()
+        with probe:
+            out = pop(x, a, state, loss_mask=mask.double())
+            out.loss.backward()
+        state = out.state
+    return probe.hits
+
+
+@pytest.mark.parametrize("landmark", [None, "stimulus", "product"])
+def test_a_capturable_population_step_reads_nothing_back(landmark):
+    from test_population import _members
+
+    from temt_core.population import TEMtPopulation
+    make = lambda capturable: TEMtPopulation(_members(
+        [TEMtConfig(pos_dim=10, n_stimuli=6, landmark=landmark, capturable=capturable, max_memories=14,
+                    dedup_threshold=d) for d in (0.9, None)], [0, 1]))
+    assert _population_step_reads(make(True)) == []
+    assert _population_step_reads(make(False)), "the probe must see the ordinary population's host reads"
+
+
+def test_capturable_population_errors():
+    from temt_core.population import TEMtPopulation
+    make = lambda width: TEMt(TEMtConfig(pos_dim=8, n_stimuli=N_X, capturable=True, max_memories=width))
+    with pytest.raises(ValueError, match="capturable members must share max_memories.*10, 12"):
+        TEMtPopulation([make(10), make(12)])
+    pop = TEMtPopulation([make(10), make(10)])
+    x, a = torch.zeros(2, 3, 4, dtype=torch.long), torch.full((2, 3, 4), RESET)
+    with pytest.raises(ValueError, match="capturable population keeps exactly max_memories = 10"):
+        pop(x, a, TEMtPopulation([make(12), make(12)])(x, a).state)

@@ -307,3 +307,17 @@ def test_landmark_population_equals_the_members(query):
         pass
     assert (out.parts["g"] > 1e-6).all()             # the correction really moved every member's positions
     assert not out.stored[0].all() and out.stored[1].all()    # member 0 de-duplicates, member 1 does not
+
+
+@pytest.mark.parametrize("query", ["stimulus", "product"])
+def test_landmark_population_with_more_members_than_actions(query):
+    """Regression: the landmark loop's backward took the number of actions from W.shape[0], which in a population
+    is P. With P > n_actions the transition gradient came out (P, P, E, E) and backward failed (found 2026-12-04);
+    a member that took fewer than P distinct actions could get a wrongly shaped one too."""
+    configs = [TEMtConfig(pos_dim=6, n_stimuli=4, landmark=query, landmark_key_dim=3, dedup_threshold=None,
+                          transition_init_std=0.1 * p) for p in range(7)]
+    models = _members(configs, list(range(7)))
+    pop = TEMtPopulation(models)
+    for out, _ in _run_side_by_side(pop, models, _chunks(7, 2, 6, 2, 4), 2):
+        pass
+    assert pop.n_actions == 5 and pop.P == 7

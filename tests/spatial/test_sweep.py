@@ -9,7 +9,7 @@ import torch
 from spatial.analyse import load_trained
 from spatial.cli import main
 from spatial.config import SpatialConfig
-from spatial.sweep import Member, PopulationTrainer, assign_groups, load_sweep, run_sweep
+from spatial.sweep import Member, PopulationTrainer, assign_groups, load_sweep, run_sweep, trains_alone
 from spatial.train import TIMING_KEYS, Trainer
 from temt_core.checkpoint import latest_checkpoint, load_checkpoint
 from temt_core.config import ConfigError, load_config
@@ -115,6 +115,22 @@ def test_sweep_runs_groups_and_writes_members_and_summary(tmp_path):
                 assert a[k] == pytest.approx(b[k], rel=1e-9, nan_ok=True), k
             else:
                 assert a[k] == b[k], k
+
+
+def test_capturable_members_train_alone(tmp_path):
+    """Capturable members go to the plain Trainer (which has the CUDA-graph step), not into a population: a
+    population's forward and backward are capturable, but its optimiser step and graph step do not exist yet."""
+    text = """
+    base:
+      model: {pos_dim: 16, max_memories: 40}
+      walks: {sizes: [4, 5], walk_length: [30, 60]}
+      train: {chunk_length: 20, batch_size: 4, steps: 6}
+    grid: {model.capturable: [false, true]}
+    seeds: [0, 1]
+    """
+    groups = assign_groups(load_sweep(_write(tmp_path, text)))
+    assert [[m.config.model.capturable for m in g] for g in groups] == [[False, False], [True, True]]
+    assert [trains_alone(g[0].config) for g in groups] == [False, True]
 
 
 def test_landmark_members_train_alone_like_trainer(tmp_path):
