@@ -26,6 +26,9 @@ the plain Trainer into the same member layout. The output directory:
                            as a single `temt-spatial train` run writes them (temt-spatial analyse reads it; the
                            checkpoint is a full Trainer checkpoint, so `train --resume` can continue it alone)
     summary.csv/.json/.md  every member's evaluation accuracies at every evaluation; per-arm means over seeds
+Capturable members (model.capturable with one model.max_memories) with train.graph=eager or cuda train through
+temt_core.graph_step.PopulationGraphStep: the whole population step on fixed buffers, replayed as one CUDA graph
+with 'cuda'.
 A member that diverges is dropped from its population (members/NAME/diverged.json) and the others go on.
 A member's training equals the same config trained alone (tests/spatial/test_sweep.py).
 
@@ -38,6 +41,7 @@ processes meet over gloo). Rank r trains members r, r + N, ... of every group as
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -46,6 +50,7 @@ import torch
 from tqdm import tqdm
 
 from temt_core.checkpoint import CheckpointError, flatten, latest_checkpoint, unflatten
+from temt_core.graph_step import PopulationGraphStep
 from temt_core.config import ConfigError, to_dict
 from temt_core.model import TEMt, TEMtState
 from temt_core.population import PopulationAdam, TEMtPopulation
@@ -86,9 +91,14 @@ class PopulationTrainer:
             torch.manual_seed(c.train.seed)
             models.append(TEMt(c.model))
         self.population = TEMtPopulation(models).to(device=self.device, dtype=dtype)
-        self.optimizer = PopulationAdam(self.population.parameters())
-        self.walks = [WalkStream(c.walks, c.train.batch_size, seed=c.train.seed) for c in self.configs]
+        # train.graph (capturable members): the step on fixed buffers (temt_core.graph_step), replayed as a CUDA
+        # graph with 'cuda'; its optimiser keeps step count, learning rates and clips on the device
+        self.graph = t.graph
         self.state: TEMtState | None = None
+        self.optimizer = PopulationAdam(self.population.parameters(), capturable=self.graph != "off")
+        self.graph_step: PopulationGraphStep | None = None
+        self._new_graph_step()
+        self.walks = [WalkStream(c.walks, c.train.batch_size, seed=c.train.seed) for c in self.configs]
         self.step = 0
         self.dtype = dtype
         self.group = RunDir(self.group_dir)     # the population's checkpoints and log.jsonl
@@ -102,6 +112,16 @@ class PopulationTrainer:
     @property
     def P(self) -> int:
         return len(self.members)
+
+    def _new_graph_step(self) -> None:
+        """(Re)build the graph step for the current population and optimiser (after members are dropped too)."""
+        if self.graph == "off":
+            return
+        t = self.configs[0].train
+        self.graph_step = PopulationGraphStep(self.population, self.optimizer, t.batch_size, t.chunk_length,
+                                              use_graph=self.graph == "cuda")
+        if self.state is not None:
+            self.graph_step.set_state(self.state)
 
     @property
     def member_runs(self) -> list[RunDir]:
@@ -145,6 +165,8 @@ class PopulationTrainer:
             self.state = TEMtState.from_tensors({k[6:]: (v.to(self.device, dtype) if v.is_floating_point() else
                                                          v.to(self.device)) for k, v in tensors.items()
                                                  if k.startswith("state.")})
+        if self.graph_step is not None and self.state is not None:
+            self.graph_step.set_state(self.state)
         self.step = meta["step"]
         torch.set_rng_state(tensors["rng.torch"])
         # drop log lines written after this checkpoint by the interrupted run, so none is counted twice
@@ -195,11 +217,10 @@ class PopulationTrainer:
         """One step of every member on its own chunk; returns per-member stats as Trainer.train_step does. Members
         that diverge on this step are dropped (see _diverged) and the step is done again by the others, on the
         same chunks; `self.members` then lists the survivors, whose stats are returned."""
+        if self.graph_step is not None:
+            return self._graph_train_step(chunks)
         while True:
-            stack = lambda k: torch.from_numpy(np.stack([c[k] for c in chunks])).to(self.device)  # (P, B, T)
-            x, a, revisit = stack("x"), stack("actions"), stack("revisit")
-            mask = torch.stack([revisit[p] if c.train.loss_on == "revisit" else torch.ones_like(revisit[p])
-                                for p, c in enumerate(self.configs)])
+            x, a, mask = self._inputs(chunks)
             try:
                 out = self.population(x, a, self.state, loss_mask=mask)
                 break
@@ -224,6 +245,41 @@ class PopulationTrainer:
         norms = grad_norm.cpu().tolist()
         return [{"loss": losses[p], **{k: v[p] for k, v in parts.items()}, "grad_norm": norms[p],
                  "correct": correct[p]} for p in range(self.P)]
+
+    def _inputs(self, chunks: list[dict]):
+        """(P, B, T) stimuli, actions and loss mask of the members' chunks."""
+        stack = lambda k: torch.from_numpy(np.stack([c[k] for c in chunks])).to(self.device)  # (P, B, T)
+        x, a, revisit = stack("x"), stack("actions"), stack("revisit")
+        mask = torch.stack([revisit[p] if c.train.loss_on == "revisit" else torch.ones_like(revisit[p])
+                            for p, c in enumerate(self.configs)])
+        return x, a, mask
+
+    def _graph_train_step(self, chunks: list[dict]) -> list[dict]:
+        """train_step through PopulationGraphStep (train.graph): the same step on fixed buffers, nothing read back
+        until it has run. A capturable step checks nothing on the way, so a member whose loss is no longer finite
+        after the step is dropped then (the ordinary step drops it before, when its positions stop being finite);
+        members are independent (own loss term, clip and Adam), so the others' step stands as taken."""
+        x, a, mask = self._inputs(chunks)
+        gs = self.graph_step
+        gs.set_lr([learning_rate(self.step, c.train) for c in self.configs])
+        gs.set_clip([c.train.grad_clip for c in self.configs])
+        gs(x, a, mask.to(gs.loss_mask.dtype))
+        self.state = gs.state
+        self.step += 1
+        losses = gs.losses.cpu().tolist()
+        parts = {k: v.cpu().tolist() for k, v in gs.parts.items()}
+        norms = gs.grad_norm.cpu().tolist()
+        correct = (gs.logits.argmax(-1) == x).cpu().numpy()                                # (P, B, T)
+        stats = [{"loss": losses[p], **{k: v[p] for k, v in parts.items()}, "grad_norm": norms[p],
+                  "correct": correct[p]} for p in range(self.P)]
+        bad = [p for p, v in enumerate(losses) if not math.isfinite(v)]
+        if bad:
+            self.step -= 1                     # _diverged records the step being taken
+            err = NonFiniteError(f"the loss of population member(s) {bad} became non-finite (train.graph step)")
+            keep = self._diverged(bad, err)
+            self.step += 1
+            stats = [stats[p] for p in keep]
+        return stats
 
     def _diverged(self, bad: list[int], err: Exception) -> list[int]:
         """Record members `bad` as diverged at the coming step, drop them; returns the kept indices."""
@@ -252,6 +308,7 @@ class PopulationTrainer:
         pick = lambda xs: [xs[p] for p in keep]
         self.members, self.member_dirs, self.configs, self.walks = (pick(self.members), pick(self.member_dirs),
                                                                     pick(self.configs), pick(self.walks))
+        self._new_graph_step()                 # a new population: new fixed buffers (and, on a GPU, a new capture)
 
     def evaluate(self) -> list[dict]:
         return [evaluate(self.population.member_model(p), c, self.device)

@@ -202,13 +202,9 @@ def group_key(config: SpatialConfig) -> tuple:
 
 def trains_alone(config: SpatialConfig) -> bool:
     """Members a population cannot hold (population.check_population_config: module norms, two streams; and the
-    isometry control), capturable members, and landmark members on a CPU, are trained one after another with the
-    plain Trainer, into the same member folder layout."""
+    isometry control), and landmark members on a CPU, are trained one after another with the plain Trainer, into
+    the same member folder layout."""
     if config.train.w_isometry:           # the isometry control needs the world's coordinates: Trainer only
-        return True
-    # A capturable population's forward and backward exist (tests/core/test_capturable.py), but its optimiser step
-    # still reads numbers on the host and no CUDA-graph step drives it yet; the Trainer has both (train.graph)
-    if config.model.capturable:
         return True
     # Landmark populations are exact (tests/core/test_population.py) but slower than one model after another on a
     # CPU (0.80x wall, 0.91x CPU time for 4 members, benchmarks/population_speed.py --landmark stimulus): the loop

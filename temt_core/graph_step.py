@@ -17,12 +17,18 @@ cuBLAS workspaces settle), and are real training steps; the next call is capture
 later one, so call k always trains on chunk k. Without a GPU (or with `use_graph=False`) every call runs the same
 body eagerly on the same buffers: the fallback, and what the CPU tests compare with an ordinary training loop.
 The GPU check is `benchmarks/graph_step_speed.py` (equality with eager steps and steps/s).
+
+`PopulationGraphStep` is the same for a TEMtPopulation of capturable members with a capturable PopulationAdam:
+    step = PopulationGraphStep(population, PopulationAdam(population.parameters(), capturable=True), batch, chunk)
+    step.set_lr(lrs); step.set_clip(clips)           # (P,) each, in place
+    losses = step(x, a, mask)                        # (P, B, T) inputs; (P,) losses
 """
 from __future__ import annotations
 
 import torch
 
 from .model import TEMt, TEMtState
+from .population import PopulationAdam, TEMtPopulation
 
 
 def _copy_state(dst: TEMtState, src: TEMtState) -> None:
@@ -31,60 +37,41 @@ def _copy_state(dst: TEMtState, src: TEMtState) -> None:
         buffers[name].copy_(t)
 
 
-class GraphTrainStep:
-    def __init__(self, model: TEMt, optimizer: torch.optim.Optimizer, batch: int, chunk: int,
-                 clip: float | None = None, use_graph: bool | None = None, warmup: int = 3):
-        """model: a TEMt with config.capturable, on its training device; optimizer: over its parameters (on a GPU:
-        capturable=True with a tensor learning rate); clip: gradient-norm clip (None: off; `grad_norm` holds the norm
-        before clipping either way); use_graph: None = on
-        CUDA devices only."""
-        if not model.config.capturable:
-            raise ValueError("GraphTrainStep needs a model built with TEMtConfig(capturable=True, max_memories=...)")
-        self.device = model.positions.e_init.device
-        self.use_graph = self.device.type == "cuda" if use_graph is None else use_graph
-        if self.use_graph and self.device.type != "cuda":
-            raise ValueError(f"use_graph=True needs the model on a CUDA device (it is on {self.device})")
-        if self.use_graph:
-            for group in optimizer.param_groups:
-                if not group.get("capturable", False):
-                    raise ValueError("a CUDA-graph step needs an optimiser built with capturable=True (torch.optim."
-                                     "Adam(params, lr=torch.tensor(lr, device=...), capturable=True))")
+class _CapturedStep:
+    """What both steps share: fixed input buffers, `warmup` eager calls on a side stream, then one capture of
+    `_body()` replayed by every later call (or, without a graph, `_body()` run eagerly every call)."""
+
+    def _setup(self, device: torch.device, use_graph: bool | None, warmup: int, shape: tuple, dtype) -> None:
+        self.device = device
+        self.use_graph = device.type == "cuda" if use_graph is None else use_graph
+        if self.use_graph and device.type != "cuda":
+            raise ValueError(f"use_graph=True needs the model on a CUDA device (it is on {device})")
         if warmup < 1:
             raise ValueError(f"warmup must be >= 1 eager step before capture (got {warmup})")
-        self.model, self.optimizer, self.clip, self.warmup = model, optimizer, clip, warmup
-        dtype = model.positions.e_init.dtype
-        self.x = torch.zeros(batch, chunk, dtype=torch.long, device=self.device)
-        self.actions = torch.zeros(batch, chunk, dtype=torch.long, device=self.device)
-        self.loss_mask = torch.ones(batch, chunk, dtype=dtype, device=self.device)
-        fresh = model.initial_state(batch, self.device)           # its e is an expanded view: own every buffer
-        self.state = TEMtState.from_tensors({k: v.clone() for k, v in fresh.tensors().items()})
-        self.loss = torch.zeros((), dtype=dtype, device=self.device)
-        self.grad_norm = torch.zeros((), dtype=dtype, device=self.device)       # before clipping
-        self.logits = torch.zeros(batch, chunk, model.config.n_stimuli, dtype=dtype, device=self.device)
-        self.parts: dict[str, torch.Tensor] = {}
+        self.warmup = warmup
+        self.x = torch.zeros(shape, dtype=torch.long, device=device)
+        self.actions = torch.zeros(shape, dtype=torch.long, device=device)
+        self.loss_mask = torch.ones(shape, dtype=dtype, device=device)
         self.calls = 0
         self.graph: torch.cuda.CUDAGraph | None = None
 
     def _body(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)       # in a capture: backward then writes fresh gradients
-        out = self.model(self.x, self.actions, self.state, loss_mask=self.loss_mask)
-        out.loss.backward()
-        # the norm is wanted for logging even without a clip; multiplying by clamp(inf / norm, max=1) = 1 is exact
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
-                                              self.clip if self.clip is not None else float("inf"), foreach=True)
-        self.optimizer.step()
-        self.grad_norm.copy_(norm)
+        raise NotImplementedError
+
+    def _keep_outputs(self, out, loss: torch.Tensor, loss_buffer: torch.Tensor) -> None:
+        """Copy what a step returns into the fixed buffers: logits, next state, loss(es) and loss parts."""
         self.logits.copy_(out.logits.detach())
-        # after backward: the forward's saved tensors may alias the state it read
-        _copy_state(self.state, out.state)
-        self.loss.copy_(out.loss.detach())
+        _copy_state(self.state, out.state)            # after backward: saved tensors may alias the state read
+        loss_buffer.copy_(loss.detach())
         for k, v in out.parts.items():
             if k not in self.parts:
                 self.parts[k] = torch.zeros_like(v.detach())
             self.parts[k].copy_(v.detach())
 
-    def __call__(self, x: torch.Tensor, actions: torch.Tensor, loss_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Train on one chunk (B, T); returns the loss (a 0-dim tensor of the fixed buffer: copy it to keep it)."""
+    def _zero_grad(self) -> None:
+        raise NotImplementedError
+
+    def _run(self, x: torch.Tensor, actions: torch.Tensor, loss_mask: torch.Tensor | None) -> None:
         if tuple(x.shape) != tuple(self.x.shape) or tuple(actions.shape) != tuple(self.x.shape):
             raise ValueError(f"x and actions must have the step's fixed shape {tuple(self.x.shape)}, got "
                              f"{tuple(x.shape)} and {tuple(actions.shape)}")
@@ -103,10 +90,53 @@ class GraphTrainStep:
         else:
             if self.graph is None:
                 self.graph = torch.cuda.CUDAGraph()
-                self.optimizer.zero_grad(set_to_none=True)
+                self._zero_grad()
                 with torch.cuda.graph(self.graph):
                     self._body()
             self.graph.replay()
+
+
+class GraphTrainStep(_CapturedStep):
+    def __init__(self, model: TEMt, optimizer: torch.optim.Optimizer, batch: int, chunk: int,
+                 clip: float | None = None, use_graph: bool | None = None, warmup: int = 3):
+        """model: a TEMt with config.capturable, on its training device; optimizer: over its parameters (on a GPU:
+        capturable=True with a tensor learning rate); clip: gradient-norm clip (None: off; `grad_norm` holds the norm
+        before clipping either way); use_graph: None = on
+        CUDA devices only."""
+        if not model.config.capturable:
+            raise ValueError("GraphTrainStep needs a model built with TEMtConfig(capturable=True, max_memories=...)")
+        dtype = model.positions.e_init.dtype
+        self._setup(model.positions.e_init.device, use_graph, warmup, (batch, chunk), dtype)
+        if self.use_graph:
+            for group in optimizer.param_groups:
+                if not group.get("capturable", False):
+                    raise ValueError("a CUDA-graph step needs an optimiser built with capturable=True (torch.optim."
+                                     "Adam(params, lr=torch.tensor(lr, device=...), capturable=True))")
+        self.model, self.optimizer, self.clip = model, optimizer, clip
+        fresh = model.initial_state(batch, self.device)           # its e is an expanded view: own every buffer
+        self.state = TEMtState.from_tensors({k: v.clone() for k, v in fresh.tensors().items()})
+        self.loss = torch.zeros((), dtype=dtype, device=self.device)
+        self.grad_norm = torch.zeros((), dtype=dtype, device=self.device)       # before clipping
+        self.logits = torch.zeros(batch, chunk, model.config.n_stimuli, dtype=dtype, device=self.device)
+        self.parts: dict[str, torch.Tensor] = {}
+
+    def _zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _body(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)       # in a capture: backward then writes fresh gradients
+        out = self.model(self.x, self.actions, self.state, loss_mask=self.loss_mask)
+        out.loss.backward()
+        # the norm is wanted for logging even without a clip; multiplying by clamp(inf / norm, max=1) = 1 is exact
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                              self.clip if self.clip is not None else float("inf"), foreach=True)
+        self.optimizer.step()
+        self.grad_norm.copy_(norm)
+        self._keep_outputs(out, out.loss, self.loss)
+
+    def __call__(self, x: torch.Tensor, actions: torch.Tensor, loss_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Train on one chunk (B, T); returns the loss (a 0-dim tensor of the fixed buffer: copy it to keep it)."""
+        self._run(x, actions, loss_mask)
         return self.loss
 
     def set_lr(self, lr: float) -> None:
@@ -129,3 +159,59 @@ class GraphTrainStep:
                              f"this step's buffers (batch {self.state.e.shape[0]}, {self.state.memory.size} wide)")
         _copy_state(self.state, state)
 
+
+
+class PopulationGraphStep(_CapturedStep):
+    """GraphTrainStep for a TEMtPopulation of capturable members (TEMtConfig.capturable, one max_memories) and a
+    PopulationAdam(capturable=True): every member's forward, backward, per-member clip and Adam step as one body on
+    fixed buffers, replayed as a CUDA graph on a GPU and run eagerly elsewhere (what the CPU tests compare with an
+    ordinary population loop). Learning rates and clips are (P,) device tensors set in place (set_lr, set_clip),
+    so a schedule changes them without a new capture."""
+
+    def __init__(self, population: TEMtPopulation, optimizer: PopulationAdam, batch: int, chunk: int,
+                 use_graph: bool | None = None, warmup: int = 3):
+        if not population.capturable:
+            raise ValueError("PopulationGraphStep needs a population of capturable members (TEMtConfig(capturable="
+                             "True, max_memories=...), the same max_memories for all)")
+        if not optimizer.capturable:
+            raise ValueError("PopulationGraphStep needs PopulationAdam(params, capturable=True)")
+        e_init = population.param("positions.e_init")
+        P = population.P
+        self._setup(e_init.device, use_graph, warmup, (P, batch, chunk), e_init.dtype)
+        self.population, self.optimizer, self.batch = population, optimizer, batch
+        fresh = population.initial_state(batch)                   # its e is an expanded view: own every buffer
+        self.state = TEMtState.from_tensors({k: v.clone() for k, v in fresh.tensors().items()})
+        self.losses = torch.zeros(P, dtype=e_init.dtype, device=self.device)
+        self.grad_norm = torch.zeros(P, dtype=e_init.dtype, device=self.device)    # per member, before clipping
+        self.logits = torch.zeros(P, batch, chunk, population.configs[0].n_stimuli, dtype=e_init.dtype,
+                                  device=self.device)
+        self.parts: dict[str, torch.Tensor] = {}
+
+    def _zero_grad(self) -> None:
+        self.optimizer.zero_grad()
+
+    def _body(self) -> None:
+        self.optimizer.zero_grad()
+        out = self.population(self.x, self.actions, self.state, loss_mask=self.loss_mask)
+        out.loss.backward()
+        self.grad_norm.copy_(self.optimizer.clip_grad_norm_())
+        self.optimizer.step()
+        self._keep_outputs(out, out.losses, self.losses)
+
+    def __call__(self, x: torch.Tensor, actions: torch.Tensor, loss_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Train every member on its chunk (P, B, T); returns the (P,) losses (the fixed buffer: copy to keep)."""
+        self._run(x, actions, loss_mask)
+        return self.losses
+
+    def set_lr(self, lr) -> None:
+        self.optimizer.set_lr(lr)
+
+    def set_clip(self, max_norm) -> None:
+        self.optimizer.set_clip(max_norm)
+
+    def set_state(self, state: TEMtState) -> None:
+        """Carry on from `state` (copied into the buffers, whose identity a graph depends on)."""
+        if state.memory.size != self.state.memory.size or tuple(state.e.shape) != tuple(self.state.e.shape):
+            raise ValueError(f"state of {state.e.shape[0]} slots with a store {state.memory.size} wide does not fit "
+                             f"this step's buffers ({self.state.e.shape[0]} slots, {self.state.memory.size} wide)")
+        _copy_state(self.state, state)

@@ -65,10 +65,12 @@ MEMBER_KEYS = ("transition_init_std", "attention_multiplier", "dedup_threshold",
 
 def structure_key(config: TEMtConfig) -> tuple:
     """What must be equal for two configs to share a population: every field outside MEMBER_KEYS, with the
-    key/value widths resolved (key_dim=None and key_dim=pos_dim give the same shapes)."""
+    key/value widths resolved (key_dim=None and key_dim=pos_dim give the same shapes); for capturable members
+    max_memories too (the store's fixed width is a shape)."""
     resolved = {"key_dim": config.key_dim or config.pos_dim, "value_dim": config.value_dim or config.n_stimuli}
-    return tuple((f.name, resolved.get(f.name, getattr(config, f.name))) for f in fields(config)
-                 if f.name not in MEMBER_KEYS)
+    shared = [f.name for f in fields(config) if f.name not in MEMBER_KEYS or
+              (config.capturable and f.name == "max_memories")]
+    return tuple((name, resolved.get(name, getattr(config, name))) for name in shared)
 
 
 def check_population_config(config: TEMtConfig, where: str = "member") -> None:
@@ -241,14 +243,9 @@ class TEMtPopulation(nn.Module):
         self.configs = [m.config for m in models]
         self.P = len(models)
         c = first
-        # capturable (a grouping key): fixed shapes and no host reads, as TEMtConfig.capturable. The store's fixed
-        # width is max_memories, a shape, so then every member must have the same
+        # capturable (a grouping key, with max_memories, the store's fixed width): fixed shapes and no host reads,
+        # as TEMtConfig.capturable
         self.capturable = c.capturable
-        if c.capturable:
-            widths = sorted({m.config.max_memories for m in models})
-            if len(widths) > 1:
-                raise ValueError(f"capturable members must share max_memories (the store's fixed width); got "
-                                 f"{', '.join(map(str, widths))}")
         pos = models[0].positions                 # the shared structure: masks, activation, bound, transition
         self.n_actions, self.dim, self.activation, self.bound = pos.n_actions, pos.dim, pos.activation, pos.bound
         self.transition, self.check_finite = pos.transition, pos.check_finite
@@ -584,9 +581,15 @@ class PopulationAdam:
         m = lerp(m, g, 1 - beta1);  v = v * beta2 + (1 - beta2) g^2
         p += (-lr / (1 - beta1^k)) * m / (sqrt(v) / sqrt(1 - beta2^k) + eps)
     Members step in lockstep, so the step count k is shared.
+
+    capturable=True (for a CUDA graph, temt_core.graph_step.PopulationGraphStep): nothing is read back to the host
+    and nothing copied to the device during a step. The step count k is a device tensor, the learning rates and clip
+    norms are (P,) device tensors set in place before the step (`set_lr`, `set_clip`), and `step()` /
+    `clip_grad_norm_()` are called without arguments. The same numbers as the default mode (float64 to 1e-12).
     """
 
-    def __init__(self, params, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+    def __init__(self, params, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 capturable: bool = False):
         self.params = list(params)
         if not self.params:
             raise ValueError("PopulationAdam got no parameters")
@@ -594,9 +597,41 @@ class PopulationAdam:
         if any(p.shape[0] != self.P for p in self.params):
             raise ValueError("every parameter must have the same leading (member) dimension")
         self.betas, self.eps = betas, eps
-        self.steps = 0
+        self._steps = 0
         self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.capturable = capturable
+        if capturable:
+            ref = self.params[0]
+            self._k = torch.zeros((), dtype=ref.dtype, device=ref.device)          # the step count, on the device
+            self._lr = torch.zeros(self.P, dtype=ref.dtype, device=ref.device)     # (P,) set by set_lr
+            self._clip = torch.full((self.P,), math.inf, dtype=ref.dtype, device=ref.device)   # (P,) by set_clip
+
+    @property
+    def steps(self) -> int:
+        """Adam steps taken (capturable mode: read from the device, so not inside a graph)."""
+        return int(self._k) if self.capturable else self._steps
+
+    @steps.setter
+    def steps(self, value: int) -> None:
+        if self.capturable:
+            self._k.fill_(value)               # in place: a captured graph keeps reading the same tensor
+        else:
+            self._steps = int(value)
+
+    def set_lr(self, lr) -> None:
+        """(P,) learning rates for the coming steps (capturable mode), copied into the device tensor in place."""
+        self._require_capturable("set_lr")
+        self._lr.copy_(torch.as_tensor(lr, dtype=self._lr.dtype).reshape(self.P))
+
+    def set_clip(self, max_norm) -> None:
+        """(P,) gradient-norm clips for the coming steps (capturable mode; inf: no clip), set in place."""
+        self._require_capturable("set_clip")
+        self._clip.copy_(torch.as_tensor(max_norm, dtype=self._clip.dtype).reshape(self.P))
+
+    def _require_capturable(self, what: str) -> None:
+        if not self.capturable:
+            raise ValueError(f"PopulationAdam.{what} is for capturable=True; otherwise pass the values to the call")
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -610,12 +645,17 @@ class PopulationAdam:
         return t.view(self.P, *[1] * (like.dim() - 1))
 
     @torch.no_grad()
-    def clip_grad_norm_(self, max_norm) -> torch.Tensor:
+    def clip_grad_norm_(self, max_norm=None) -> torch.Tensor:
         """Scale member p's gradients by min(1, max_norm[p] / (norm_p + 1e-6)), norm_p the 2-norm of all of
-        member p's gradients (clip_grad_norm_'s formula). Returns the norms before clipping, (P,)."""
+        member p's gradients (clip_grad_norm_'s formula). Returns the norms before clipping, (P,).
+        max_norm: (P,) clips; capturable mode: None, the values of set_clip."""
         grads = [p.grad for p in self.params if p.grad is not None]
         norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), 2.0, dim=1) for g in grads], 1)  # (P, n)
         total = torch.linalg.vector_norm(norms, 2.0, dim=1)                                          # (P,)
+        if self.capturable:
+            if max_norm is not None:
+                raise ValueError("capturable PopulationAdam: set the clips with set_clip, then clip_grad_norm_()")
+            max_norm = self._clip
         max_norm = torch.as_tensor(max_norm, dtype=total.dtype, device=total.device)
         coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
         for g in grads:
@@ -623,14 +663,31 @@ class PopulationAdam:
         return total
 
     @torch.no_grad()
-    def step(self, lr) -> None:
-        """One Adam step; lr: (P,) learning rates (a sequence or a tensor)."""
+    def step(self, lr=None) -> None:
+        """One Adam step; lr: (P,) learning rates (a sequence or a tensor); capturable mode: None, set_lr's."""
+        if self.capturable:
+            if lr is not None:
+                raise ValueError("capturable PopulationAdam: set the learning rates with set_lr, then step()")
+            return self._step_on_device()
         beta1, beta2 = self.betas
-        self.steps += 1
-        bias_correction1 = 1 - beta1 ** self.steps
-        bias_correction2_sqrt = (1 - beta2 ** self.steps) ** 0.5
+        self._steps += 1
+        bias_correction1 = 1 - beta1 ** self._steps
+        bias_correction2_sqrt = (1 - beta2 ** self._steps) ** 0.5
         lr = [float(v) for v in (lr.tolist() if isinstance(lr, torch.Tensor) else lr)]
         neg_step = [-v / bias_correction1 for v in lr]
+        self._update(lambda p: self._member(neg_step, p), bias_correction2_sqrt)
+
+    def _step_on_device(self) -> None:
+        """`step` with k, the learning rates and the bias corrections as device tensors (no host read or copy)."""
+        beta1, beta2 = self.betas
+        self._k += 1
+        bias_correction1 = 1 - beta1 ** self._k
+        neg_step = -self._lr / bias_correction1                                    # (P,)
+        self._update(lambda p: neg_step.view(self.P, *[1] * (p.dim() - 1)), (1 - beta2 ** self._k).sqrt())
+
+    def _update(self, neg_step_for, bias_correction2_sqrt) -> None:
+        """The moments' update and p += neg_step * m / denom; neg_step_for(p): the (P, 1, ...) factor for p."""
+        beta1, beta2 = self.betas
         for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq):
             if p.grad is None:
                 continue
@@ -638,12 +695,16 @@ class PopulationAdam:
             m.lerp_(g, 1 - beta1)
             v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
             denom = (v.sqrt() / bias_correction2_sqrt).add_(self.eps)
-            p.add_(self._member(neg_step, p) * m / denom)          # addcdiv_'s order: (value * m) / denom
+            p.add_(neg_step_for(p) * m / denom)                    # addcdiv_'s order: (value * m) / denom
 
     def subset(self, keep: list[int], params) -> "PopulationAdam":
         """The optimizer of members `keep` for their new stacked parameters `params` (TEMtPopulation.subset)."""
-        opt = PopulationAdam(params, self.betas, self.eps)
+        opt = PopulationAdam(params, self.betas, self.eps, capturable=self.capturable)
         opt.steps = self.steps
+        if self.capturable:
+            index_ = torch.tensor(keep, device=self._lr.device)
+            opt._lr.copy_(self._lr.index_select(0, index_))
+            opt._clip.copy_(self._clip.index_select(0, index_))
         index = torch.tensor(keep, device=self.params[0].device)
         opt.exp_avg = [m.index_select(0, index) for m in self.exp_avg]
         opt.exp_avg_sq = [v.index_select(0, index) for v in self.exp_avg_sq]

@@ -253,9 +253,119 @@ def test_a_capturable_population_step_reads_nothing_back(landmark):
 def test_capturable_population_errors():
     from temt_core.population import TEMtPopulation
     make = lambda width: TEMt(TEMtConfig(pos_dim=8, n_stimuli=N_X, capturable=True, max_memories=width))
-    with pytest.raises(ValueError, match="capturable members must share max_memories.*10, 12"):
+    with pytest.raises(ValueError, match="member 1 cannot share a population with member 0: max_memories differ"):
         TEMtPopulation([make(10), make(12)])
     pop = TEMtPopulation([make(10), make(10)])
     x, a = torch.zeros(2, 3, 4, dtype=torch.long), torch.full((2, 3, 4), RESET)
     with pytest.raises(ValueError, match="capturable population keeps exactly max_memories = 10"):
         pop(x, a, TEMtPopulation([make(12), make(12)])(x, a).state)
+
+
+def _population_pair(dedup=(0.9, None), landmark=None, width=14):
+    """A capturable population and an ordinary one with the same initial weights (float64, 2 members)."""
+    from test_population import _members
+
+    from temt_core.population import TEMtPopulation
+    make = lambda capturable: TEMtPopulation(_members(
+        [TEMtConfig(pos_dim=10, n_stimuli=6, landmark=landmark, capturable=capturable, max_memories=width,
+                    dedup_threshold=d, transition_init_std=0.3) for d in dedup], [0, 1]))
+    return make(True), make(False)
+
+
+def test_capturable_population_adam_equals_the_default():
+    """PopulationAdam(capturable=True) (step count, learning rates and clips as device tensors) takes the same steps
+    as the default mode, through a learning-rate change, per-member clips, a state_dict round trip and a subset."""
+    from test_population import _chunks as population_chunks
+
+    from temt_core.population import PopulationAdam
+    fixed, plain = _population_pair()
+    plain.load_state_dict(fixed.state_dict())
+    opt_fixed = PopulationAdam(fixed.parameters(), capturable=True)
+    opt_plain = PopulationAdam(plain.parameters())
+    states = [None, None]
+    for i, (x, a, mask) in enumerate(population_chunks(2, 4, 9, 5, 6)):
+        lr, clip = [1e-2 if i < 3 else 3e-3, 2e-2], [0.05, float("inf")]
+        for j, (pop, opt) in enumerate(((fixed, opt_fixed), (plain, opt_plain))):
+            out = pop(x, a, states[j], loss_mask=mask)
+            opt.zero_grad()
+            out.loss.backward()
+            if opt.capturable:
+                opt.set_lr(lr)
+                opt.set_clip(clip)
+                opt.clip_grad_norm_()
+                opt.step()
+            else:
+                opt.clip_grad_norm_(clip)
+                opt.step(lr)
+            states[j] = out.state
+        if i == 2:                            # the moments and the step count survive a round trip
+            again = PopulationAdam(fixed.parameters(), capturable=True)
+            again.load_state_dict(opt_fixed.state_dict())
+            again.set_lr(lr)
+            opt_fixed = again
+    assert opt_fixed.steps == opt_plain.steps == 5
+    for p, q in zip(fixed.parameters(), plain.parameters()):
+        assert _close(p, q, 1e-12)
+    sub = opt_fixed.subset([1], list(fixed.subset([1]).parameters()))
+    assert sub.capturable and sub.steps == 5 and float(sub._clip[0]) == float("inf")
+    with pytest.raises(ValueError, match="set_lr, then step"):
+        opt_fixed.step([1e-3, 1e-3])
+    with pytest.raises(ValueError, match="set_clip, then clip_grad_norm_"):
+        opt_fixed.clip_grad_norm_([1.0, 1.0])
+    with pytest.raises(ValueError, match="set_lr is for capturable=True"):
+        opt_plain.set_lr([1e-3, 1e-3])
+
+
+@pytest.mark.parametrize("landmark", [None, "stimulus"])
+def test_population_graph_step_trains_as_an_ordinary_population_loop(landmark):
+    """PopulationGraphStep's body (what a GPU captures; eager here) equals an ordinary population (store width
+    following the data) trained with the default PopulationAdam: per-member losses, memories and weights, with
+    per-member clips, a learning-rate change and world resets; the body reads nothing back to the host."""
+    from test_population import _chunks as population_chunks
+
+    from temt_core.graph_step import PopulationGraphStep
+    from temt_core.population import PopulationAdam
+    fixed, plain = _population_pair(landmark=landmark)
+    plain.load_state_dict(fixed.state_dict())
+    step = PopulationGraphStep(fixed, PopulationAdam(fixed.parameters(), capturable=True), batch=4, chunk=9)
+    opt = PopulationAdam(plain.parameters())
+    state, clip = None, [0.05, 10.0]
+    step.set_clip(clip)
+    for i, (x, a, mask) in enumerate(population_chunks(2, 4, 9, 5, 6)):
+        lr = [1e-2, 5e-3] if i < 3 else [2e-3, 2e-3]
+        step.set_lr(lr)
+        probe = _HostReads()
+        with probe:
+            losses = step(x, a, mask.double()).clone()
+        assert probe.hits == [], probe.hits
+        out = plain(x, a, state, loss_mask=mask)
+        opt.zero_grad()
+        out.loss.backward()
+        norms = opt.clip_grad_norm_(clip)
+        opt.step(lr)
+        state = out.state
+        assert _close(losses, out.losses) and _close(step.grad_norm, norms)
+        assert _close(step.parts["x_pi"], out.parts["x_pi"])
+        for b in (1, 6):                                            # a slot of each member
+            for u, v in zip(_memories(step.state.memory, b), _memories(state.memory, b)):
+                assert _close(u, v) if u.is_floating_point() else torch.equal(u, v)
+    assert float(norms[0]) > clip[0]                                # member 0's clip really acted
+    for p, q in zip(fixed.parameters(), plain.parameters()):
+        assert _close(p, q)
+
+
+def test_population_graph_step_errors():
+    from temt_core.graph_step import PopulationGraphStep
+    from temt_core.population import PopulationAdam
+    fixed, plain = _population_pair()
+    with pytest.raises(ValueError, match="population of capturable members"):
+        PopulationGraphStep(plain, PopulationAdam(plain.parameters(), capturable=True), batch=4, chunk=9)
+    with pytest.raises(ValueError, match="capturable=True"):
+        PopulationGraphStep(fixed, PopulationAdam(fixed.parameters()), batch=4, chunk=9)
+    step = PopulationGraphStep(fixed, PopulationAdam(fixed.parameters(), capturable=True), batch=4, chunk=9)
+    with pytest.raises(ValueError, match="fixed shape"):
+        step(torch.zeros(2, 4, 5, dtype=torch.long), torch.zeros(2, 4, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="CUDA device"):
+        PopulationGraphStep(fixed, PopulationAdam(fixed.parameters(), capturable=True), 4, 9, use_graph=True)
+    with pytest.raises(ValueError, match="does not fit"):
+        step.set_state(plain(torch.zeros(2, 4, 9, dtype=torch.long), torch.full((2, 4, 9), RESET)).state)

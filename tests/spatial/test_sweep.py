@@ -26,6 +26,23 @@ ARMS = [["train.seed=0", "model.w_reg_e=0.01", "model.transition_init_std=0.0", 
          "model.max_memories=15", "model.dedup_threshold=0.8", "train.lr_half_life=3.0"]]
 
 
+def _steps_equal_alone(pop: PopulationTrainer, alone: list[Trainer], steps: int, tol: float) -> None:
+    """Step the population and each member's Trainer `steps` times: every step's stats, then the weights and
+    the carried memory counts, must agree."""
+    for step in range(steps):
+        stats = pop.train_step([w.next_chunk(20) for w in pop.walks])
+        for p, t in enumerate(alone):
+            s = t.train_step(t.walks.next_chunk(20))
+            for k in ("loss", "x_pi", "reg_e", "reg_w", "grad_norm"):
+                assert s[k] == pytest.approx(stats[p][k], rel=tol, abs=tol), (step, p, k)
+            assert (s["correct"] == stats[p]["correct"]).all()
+    for p, t in enumerate(alone):
+        mine = pop.population.member_state_dict(p)
+        for name, v in t.model.state_dict().items():
+            torch.testing.assert_close(mine[name], v, rtol=tol, atol=tol)
+        assert pop.population.member_state(pop.state, p, 4).count.tolist() == t.state.count.tolist()
+
+
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
 def test_member_equals_trainer_alone(tmp_path, dtype, tol):
     members = [Member(f"m{i}", {}, load_config(SpatialConfig, None, TINY + a)) for i, a in enumerate(ARMS)]
@@ -37,19 +54,7 @@ def test_member_equals_trainer_alone(tmp_path, dtype, tol):
         if dtype == torch.float64:
             t.model.double()                   # same parameters (the optimizer holds them), now float64
         alone.append(t)
-    for step in range(8):
-        stats = pop.train_step([w.next_chunk(20) for w in pop.walks])
-        for p, t in enumerate(alone):
-            s = t.train_step(t.walks.next_chunk(20))
-            for k in ("loss", "x_pi", "reg_e", "reg_w", "grad_norm"):
-                assert s[k] == pytest.approx(stats[p][k], rel=tol, abs=tol), (step, p, k)
-            assert (s["correct"] == stats[p]["correct"]).all()
-    for p, t in enumerate(alone):
-        mine = pop.population.member_state_dict(p)
-        for name, v in t.model.state_dict().items():
-            torch.testing.assert_close(mine[name], v, rtol=tol, atol=tol)
-        st = pop.population.member_state(pop.state, p, 4)
-        assert st.count.tolist() == t.state.count.tolist()
+    _steps_equal_alone(pop, alone, 8, tol)
     assert alone[1].state.memory.valid.sum() > 0
     assert max(pop.population.member_state(pop.state, 2, 4).memory.valid.sum(1).tolist()) <= 15
     # duplicates were dropped: fewer memories than steps walked in the current worlds of member 0
@@ -117,20 +122,41 @@ def test_sweep_runs_groups_and_writes_members_and_summary(tmp_path):
                 assert a[k] == b[k], k
 
 
-def test_capturable_members_train_alone(tmp_path):
-    """Capturable members go to the plain Trainer (which has the CUDA-graph step), not into a population: a
-    population's forward and backward are capturable, but its optimiser step and graph step do not exist yet."""
-    text = """
-    base:
-      model: {pos_dim: 16, max_memories: 40}
-      walks: {sizes: [4, 5], walk_length: [30, 60]}
-      train: {chunk_length: 20, batch_size: 4, steps: 6}
-    grid: {model.capturable: [false, true]}
-    seeds: [0, 1]
-    """
-    groups = assign_groups(load_sweep(_write(tmp_path, text)))
-    assert [[m.config.model.capturable for m in g] for g in groups] == [[False, False], [True, True]]
-    assert [trains_alone(g[0].config) for g in groups] == [False, True]
+def test_graph_step_members_equal_trainer_alone_and_resume_exactly(tmp_path):
+    """Capturable members with train.graph=eager train as one population through PopulationGraphStep (what a GPU
+    replays as a CUDA graph) and each equals the same config trained alone by Trainer (its GraphTrainStep and
+    torch's Adam) in float64; a sweep stopped at its checkpoint and resumed for more steps ends with the weights
+    of one run straight through."""
+    graph = ["model.capturable=true", "model.max_memories=40", "train.graph=eager"]
+    members = [Member(f"m{i}", {}, load_config(SpatialConfig, None, TINY + a + graph)) for i, a in enumerate(ARMS)
+               if "model.max_memories=15" not in a]
+    assert len(assign_groups(members)) == 1 and not trains_alone(members[0].config)
+    pop = PopulationTrainer(members, tmp_path / "g", [tmp_path / m.name for m in members], dtype=torch.float64)
+    assert pop.graph_step is not None and pop.population.capturable
+    alone = []
+    for m in members:
+        t = Trainer(m.config, tmp_path / f"alone-{m.name}", progress=False)
+        t.model.double()
+        t.graph_step = type(t.graph_step)(t.model, t.optimizer, 4, 20, clip=m.config.train.grad_clip,
+                                          use_graph=False)              # its buffers again, now in float64
+        alone.append(t)
+    _steps_equal_alone(pop, alone, 8, 1e-10)
+    pop.group.close()
+    # resume: 6 steps, then resumed to 10, against 10 straight through
+    text = SWEEP.replace("model: {pos_dim: 16}\n", "model: {pos_dim: 16, capturable: true, max_memories: 40}\n").replace(
+        "keep_checkpoints: 2}", "keep_checkpoints: 2, graph: eager}").replace("checkpoint_every: 5", "checkpoint_every: 3")
+    f = _write(tmp_path, text.replace("steps: 10,", "steps: 6,"), "short.yaml")
+    full = _write(tmp_path, text, "full.yaml")
+    run_sweep(full, tmp_path / "straight", progress=False, dtype=torch.float64)
+    run_sweep(f, tmp_path / "resumed", progress=False, dtype=torch.float64)
+    run_sweep(full, tmp_path / "resumed", resume=True, progress=False, dtype=torch.float64)
+    for m in load_sweep(full):
+        a, b = (load_checkpoint(latest_checkpoint(tmp_path / run / "members" / m.name))[0]
+                for run in ("straight", "resumed"))
+        assert a.keys() == b.keys()
+        for k, v in a.items():
+            if k.startswith("model.") or k.startswith("state."):
+                assert torch.equal(b[k], v), (m.name, k)
 
 
 def test_landmark_members_train_alone_like_trainer(tmp_path):
@@ -174,9 +200,16 @@ def test_cli_sweep_and_no_overwrite(tmp_path, capsys):
 
 
 
-def test_a_diverging_member_is_dropped_and_the_others_go_on(tmp_path, capsys, monkeypatch):
-    f = _write(tmp_path, SWEEP.replace("seeds: [0, 3]", "seeds: [1]").replace(
-        "pos_dim: 16}\n  walks", "pos_dim: 16, bound: null, activation: linear}\n  walks"))   # unbounded: it can
+@pytest.mark.parametrize("graph", ["off", "eager"])
+def test_a_diverging_member_is_dropped_and_the_others_go_on(tmp_path, capsys, monkeypatch, graph):
+    """With train.graph (capturable members) the step checks nothing on the way; the member is dropped when its loss
+    is read back after the step, and the others' steps stand."""
+    text = SWEEP.replace("seeds: [0, 3]", "seeds: [1]").replace(
+        "pos_dim: 16}\n  walks", "pos_dim: 16, bound: null, activation: linear}\n  walks")   # unbounded: it can
+    if graph != "off":
+        text = text.replace("activation: linear}", "activation: linear, capturable: true, max_memories: 40}").replace(
+            "keep_checkpoints: 2}", f"keep_checkpoints: 2, graph: {graph}}}")
+    f = _write(tmp_path, text)
     run_sweep(f, tmp_path / "calm", progress=False, dtype=torch.float64)
     original = PopulationTrainer.train_step
 
