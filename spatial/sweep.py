@@ -243,8 +243,9 @@ class PopulationTrainer:
         losses = out.losses.detach().cpu().tolist()
         parts = {k: v.detach().cpu().tolist() for k, v in out.parts.items()}
         norms = grad_norm.cpu().tolist()
-        return [{"loss": losses[p], **{k: v[p] for k, v in parts.items()}, "grad_norm": norms[p],
-                 "correct": correct[p]} for p in range(self.P)]
+        stats = [{"loss": losses[p], **{k: v[p] for k, v in parts.items()}, "grad_norm": norms[p],
+                  "correct": correct[p]} for p in range(self.P)]
+        return self._drop_non_finite(stats) if self.population.capturable else stats
 
     def _inputs(self, chunks: list[dict]):
         """(P, B, T) stimuli, actions and loss mask of the members' chunks."""
@@ -257,8 +258,8 @@ class PopulationTrainer:
     def _graph_train_step(self, chunks: list[dict]) -> list[dict]:
         """train_step through PopulationGraphStep (train.graph): the same step on fixed buffers, nothing read back
         until it has run. A capturable step checks nothing on the way, so a member whose loss is no longer finite
-        after the step is dropped then (the ordinary step drops it before, when its positions stop being finite);
-        members are independent (own loss term, clip and Adam), so the others' step stands as taken."""
+        after the step is dropped then (`_drop_non_finite`; the ordinary step drops it before, when its positions
+        stop being finite); members are independent (own loss term, clip and Adam), so the others' step stands."""
         x, a, mask = self._inputs(chunks)
         gs = self.graph_step
         gs.set_lr([learning_rate(self.step, c.train) for c in self.configs])
@@ -272,14 +273,19 @@ class PopulationTrainer:
         correct = (gs.logits.argmax(-1) == x).cpu().numpy()                                # (P, B, T)
         stats = [{"loss": losses[p], **{k: v[p] for k, v in parts.items()}, "grad_norm": norms[p],
                   "correct": correct[p]} for p in range(self.P)]
-        bad = [p for p, v in enumerate(losses) if not math.isfinite(v)]
-        if bad:
-            self.step -= 1                     # _diverged records the step being taken
-            err = NonFiniteError(f"the loss of population member(s) {bad} became non-finite (train.graph step)")
-            keep = self._diverged(bad, err)
-            self.step += 1
-            stats = [stats[p] for p in keep]
-        return stats
+        return self._drop_non_finite(stats)
+
+    def _drop_non_finite(self, stats: list[dict]) -> list[dict]:
+        """After a capturable population's step (which checks nothing on the way): drop the members whose loss is
+        not finite; returns the survivors' stats."""
+        bad = [p for p, st in enumerate(stats) if not math.isfinite(st["loss"])]
+        if not bad:
+            return stats
+        self.step -= 1                         # _diverged records the step being taken
+        keep = self._diverged(bad, NonFiniteError(f"the loss of population member(s) {bad} became non-finite "
+                                                  "(a capturable step: read after the step)"))
+        self.step += 1
+        return [stats[p] for p in keep]
 
     def _diverged(self, bad: list[int], err: Exception) -> list[int]:
         """Record members `bad` as diverged at the coming step, drop them; returns the kept indices."""

@@ -52,6 +52,7 @@ from temt_core.rundir import RunDir, check_resume_config
 from temt_core.rundir import load_run_config as _load_run_config
 from temt_core.model import TEMt, TEMtState
 from temt_core.tem import TEM, TEMOutput, TEMState
+from temt_core.validation import NonFiniteError
 
 from .config import SpatialConfig, check_device
 from .diagnostics import diagnose, flat_diagnostics
@@ -266,8 +267,17 @@ class Trainer:
         self.state = out.state
         self.step += 1
         correct = (out.logits.detach().argmax(-1) == x).cpu().numpy()
+        if getattr(getattr(self.model, "config", None), "capturable", False):
+            self._raise_if_loss_not_finite(loss.item())
         return {"loss": loss.item(), **{k: v.item() for k, v in out.parts.items()}, **extra,
                 "grad_norm": float(grad_norm), "correct": correct}
+
+    def _raise_if_loss_not_finite(self, loss: float) -> None:
+        """A capturable model checks nothing during its step (no host reads); its loss is read after the step
+        anyway, for the log, and a loss that is not finite ends the run as a diverging ordinary run ends."""
+        if not math.isfinite(loss):
+            raise NonFiniteError(f"the loss became non-finite at step {self.step} (a capturable step: read after "
+                                 "the step); lower the learning rate or bound the positions")
 
     def _graph_train_step(self, x, a, mask) -> dict:
         """train_step through GraphTrainStep (train.graph): the same step on fixed buffers, the records read from
@@ -278,6 +288,7 @@ class Trainer:
         self.state = gs.state
         self.step += 1
         correct = (gs.logits.argmax(-1) == x).cpu().numpy()
+        self._raise_if_loss_not_finite(gs.loss.item())
         return {"loss": gs.loss.item(), **{k: v.item() for k, v in gs.parts.items()},
                 "grad_norm": float(gs.grad_norm), "correct": correct}
 

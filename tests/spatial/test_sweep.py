@@ -200,15 +200,16 @@ def test_cli_sweep_and_no_overwrite(tmp_path, capsys):
 
 
 
-@pytest.mark.parametrize("graph", ["off", "eager"])
-def test_a_diverging_member_is_dropped_and_the_others_go_on(tmp_path, capsys, monkeypatch, graph):
-    """With train.graph (capturable members) the step checks nothing on the way; the member is dropped when its loss
-    is read back after the step, and the others' steps stand."""
+@pytest.mark.parametrize("kind", ["ordinary", "capturable", "graph"])
+def test_a_diverging_member_is_dropped_and_the_others_go_on(tmp_path, capsys, monkeypatch, kind):
+    """A capturable population (with or without train.graph) checks nothing during its step; the member is dropped
+    when its loss is read back after the step, and the others' steps stand."""
     text = SWEEP.replace("seeds: [0, 3]", "seeds: [1]").replace(
         "pos_dim: 16}\n  walks", "pos_dim: 16, bound: null, activation: linear}\n  walks")   # unbounded: it can
-    if graph != "off":
-        text = text.replace("activation: linear}", "activation: linear, capturable: true, max_memories: 40}").replace(
-            "keep_checkpoints: 2}", f"keep_checkpoints: 2, graph: {graph}}}")
+    if kind != "ordinary":
+        text = text.replace("activation: linear}", "activation: linear, capturable: true, max_memories: 40}")
+    if kind == "graph":
+        text = text.replace("keep_checkpoints: 2}", "keep_checkpoints: 2, graph: eager}")
     f = _write(tmp_path, text)
     run_sweep(f, tmp_path / "calm", progress=False, dtype=torch.float64)
     original = PopulationTrainer.train_step

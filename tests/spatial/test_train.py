@@ -80,10 +80,15 @@ def test_resume_with_another_config_is_refused(tmp_path, capsys):
     assert "already holds a run" in capsys.readouterr().err
 
 
-def test_divergence_is_reported_and_the_last_checkpoint_kept(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("step_kind", ["ordinary", "capturable", "graph"])
+def test_divergence_is_reported_and_the_last_checkpoint_kept(tmp_path, capsys, monkeypatch, step_kind):
+    """An ordinary step stops when the positions stop being finite; a capturable one (which checks nothing on the
+    way, with or without train.graph) when its loss, read after the step, is not finite."""
+    extra = {"ordinary": [], "capturable": ["model.capturable=true", "model.max_memories=60"],
+             "graph": ["model.capturable=true", "model.max_memories=60", "train.graph=eager"]}[step_kind]
     args = ["train", "--quiet", "--out", str(tmp_path / "r")] + TINY + [
         "train.steps=10", "train.checkpoint_every=5", "eval.every=100", "eval.steps=50",
-        "model.bound=null", "model.activation=linear"]
+        "model.bound=null", "model.activation=linear"] + extra
     from spatial import train as train_module
     original = train_module.Trainer.train_step
 
@@ -95,7 +100,8 @@ def test_divergence_is_reported_and_the_last_checkpoint_kept(tmp_path, capsys, m
     monkeypatch.setattr(train_module.Trainer, "train_step", exploding)
     assert main(args) == 3
     err = capsys.readouterr().err
-    assert "training diverged: positions e became non-finite" in err and "step-0000005" in err
+    said = "positions e became non-finite" if step_kind == "ordinary" else "the loss became non-finite at step 8"
+    assert f"training diverged: {said}" in err and "step-0000005" in err
 
 
 def test_training_on_your_own_graph(tmp_path):
