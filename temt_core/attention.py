@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .grouped_read import grouped_read
 from .memory_read import blocked_bias, memory_read
 
 BACKENDS = ("auto", "explicit", "fused", "sdpa")
@@ -67,6 +68,23 @@ class Keys(NamedTuple):
         return s
 
 
+def explicit_read(q_tilde: torch.Tensor, n: torch.Tensor, keys: Sequence[Keys], n_x: int, capturable: bool):
+    """p(x) (B, T, n_x) and the memory neurons (B, T, K): scores of every key group, one softmax, the rows with
+    nothing to read zeroed, the weights summed onto the stimuli."""
+    B, T, _ = q_tilde.shape
+    x_all = torch.cat([k.x for k in keys], 1)                               # (B, K)
+    scores = torch.cat([k.scores(q_tilde) for k in keys], -1)              # (B, T, K)
+    probs = torch.softmax(scores, -1)                                       # (B, T, K) memory neurons
+    empty = n == 0                                                          # nothing to read: weights all zero
+    if capturable or bool(empty.any()):
+        probs = probs.masked_fill(empty, 0.0)
+    # The values are rows of W_x picked by the stored stimuli, so the read sum_k a_k W_x[x_k] equals
+    # p(x) W_x with p(x) = sum_{k: x_k = x} a_k, the stimulus distribution the memory neurons retrieve.
+    # A scatter-add over K plus a (n_x x d_v) matmul is ~3x cheaper than gathering (B, K, d_v) values.
+    p_x = probs.new_zeros(B, T, n_x).scatter_add(2, x_all.unsqueeze(1).expand_as(probs), probs)
+    return p_x, probs
+
+
 class TEMtAttention(nn.Module):
     """One TEM-t attention read: positions query the (position, stimulus) memories.
 
@@ -89,6 +107,7 @@ class TEMtAttention(nn.Module):
         self.value_dim = value_dim or n_stimuli
         self.multiplier = multiplier
         self.capturable = capturable
+        self.grouped = True             # explicit read without the memory neurons: skip padding (grouped_read.py)
         self.W_e = nn.Parameter(torch.empty(pos_dim, self.key_dim))
         nn.init.orthogonal_(self.W_e)          # q . k = z . z' at init when d_k = E: similarity of positions
         self.W_x = nn.Embedding(n_stimuli, self.value_dim)
@@ -127,8 +146,8 @@ class TEMtAttention(nn.Module):
                                                                             #  than scaling (B, T, K) scores)
         if backend == "fused":
             return self.readout(memory_read(q_tilde, n, keys, self.n_stimuli) @ self.W_x.weight), None
-        x_all = torch.cat([k.x for k in keys], 1)                           # (B, K)
         if backend == "sdpa":
+            x_all = torch.cat([k.x for k in keys], 1)                       # (B, K)
             # fully masked rows come out as zeros (torch >= 2.5)
             mask = torch.cat([(k.mask if k.rows is None else k.mask & k.rows.unsqueeze(-1)).expand(B, T, k.z.shape[1])
                               for k in keys], -1)
@@ -137,15 +156,14 @@ class TEMtAttention(nn.Module):
                                                   self.W_x(x_all).unsqueeze(1), attn_mask=mask.unsqueeze(1),
                                                   scale=1.0)
             return self.readout(read.squeeze(1)), None
-        scores = torch.cat([k.scores(q_tilde) for k in keys], -1)          # (B, T, K)
-        probs = torch.softmax(scores, -1)                                   # (B, T, K) memory neurons
-        empty = n == 0                                                      # nothing to read: weights all zero
-        if self.capturable or bool(empty.any()):
-            probs = probs.masked_fill(empty, 0.0)
-        # The values are rows of W_x picked by the stored stimuli, so the read sum_k a_k W_x[x_k] equals
-        # p(x) W_x with p(x) = sum_{k: x_k = x} a_k, the stimulus distribution the memory neurons retrieve.
-        # A scatter-add over K plus a (n_x x d_v) matmul is ~3x cheaper than gathering (B, K, d_v) values.
-        p_x = probs.new_zeros(B, T, self.n_stimuli).scatter_add(2, x_all.unsqueeze(1).expand_as(probs), probs)
+        p_x = None
+        if not need_weights and not self.capturable and self.grouped:
+            # without the memory neurons, the stored memories' padding can be skipped (grouped_read.py)
+            p_x = grouped_read(q_tilde, n, keys, self.n_stimuli,
+                               lambda q, n_g, k: explicit_read(q, n_g, k, self.n_stimuli, False)[0])
+        probs = None
+        if p_x is None:
+            p_x, probs = explicit_read(q_tilde, n, keys, self.n_stimuli, self.capturable)
         logits = self.readout(p_x @ self.W_x.weight)                        # (B, T, n_x)
         return logits, (probs if need_weights else None)
 

@@ -48,8 +48,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import BACKENDS, Keys, zscore
+from .attention import BACKENDS, Keys, explicit_read, zscore
 from .energy import energy_penalty
+from .grouped_read import grouped_read
 from .landmark_loop import DedupStore, landmark_loop, store_keys
 from .memory import MemoryStore, find_duplicates, slot_ids
 from .memory_read import memory_read
@@ -279,6 +280,7 @@ class TEMtPopulation(nn.Module):
         # explicit attention: largest (slots x T x K) score block (None: all slots at once). 2^21 floats = 8 MB,
         # the size of a single reference model's scores (benchmarks/population_speed.py)
         self.block_elements: int | None = 2 ** 21
+        self.grouped = True                 # explicit read: skip the stored memories' padding (grouped_read.py)
 
     def number(self, name: str, like: torch.Tensor) -> torch.Tensor:
         """(P,) tensor of a per-member number (see self.numbers) in like's dtype and device."""
@@ -313,7 +315,7 @@ class TEMtPopulation(nn.Module):
         members)."""
         ref = self.param("positions.e_init")
         pop = TEMtPopulation([self.member_model(p) for p in keep]).to(ref.device)
-        pop.block_elements, pop.attention_backend = self.block_elements, self.attention_backend
+        pop.block_elements, pop.attention_backend, pop.grouped = self.block_elements, self.attention_backend, self.grouped
         return pop
 
     @staticmethod
@@ -484,26 +486,25 @@ class TEMtPopulation(nn.Module):
             per_block = PB if self.block_elements is None else \
                 max(1, self.block_elements // max(1, B * T * K)) * B
             splits = [min(per_block, PB - r) for r in range(0, PB, per_block)]
-            parts = [torch.split(t, splits) for t in (q_tilde, n, x_all)]
+            parts = [torch.split(t, splits) for t in (q_tilde, n)]
             key_parts = [[Keys(*f) for f in zip(*[torch.split(t, splits) if t is not None else [None] * len(splits)
                                                   for t in k])] for k in keys]
-            p_x = torch.cat([self._read_block(q, n_b, x_b, [g[i] for g in key_parts], n_x)
-                             for i, (q, n_b, x_b) in enumerate(zip(*parts))])          # (P*B, T, n_x)
+            p_x = torch.cat([self._read_block(q, n_b, [g[i] for g in key_parts], n_x)
+                             for i, (q, n_b) in enumerate(zip(*parts))])               # (P*B, T, n_x)
             read = torch.bmm(p_x.view(P, B * T, n_x), W_x)                        # (P, B*T, d_v)
         logits = torch.baddbmm(bias.unsqueeze(1), read.reshape(P, B * T, -1), R.transpose(1, 2))  # (P, B*T, n_x)
         return logits.view(PB, T, n_x)
 
-    def _read_block(self, q_tilde, n, x_all, keys, n_x):
+    def _read_block(self, q_tilde, n, keys, n_x):
         """TEMtAttention's read for a block of slots: (S, T, E) queries -> p(x) (S, T, n_x), the stimulus
         distribution the memory neurons retrieve (explicit, or with attention_backend 'fused' memory_read.py)."""
         if self.attention_backend == "fused":
             return memory_read(q_tilde, n, keys, n_x)
-        scores = torch.cat([k.scores(q_tilde) for k in keys], -1)                 # (S, T, K)
-        probs = torch.softmax(scores, -1)
-        empty = n == 0
-        if self.capturable or bool(empty.any()):
-            probs = probs.masked_fill(empty, 0.0)
-        return probs.new_zeros(*probs.shape[:2], n_x).scatter_add(2, x_all.unsqueeze(1).expand_as(probs), probs)
+        if not self.capturable and self.grouped:       # skip the stored memories' padding (grouped_read.py)
+            p_x = grouped_read(q_tilde, n, keys, n_x, lambda q, n_g, k: explicit_read(q, n_g, k, n_x, False)[0])
+            if p_x is not None:
+                return p_x
+        return explicit_read(q_tilde, n, keys, n_x, self.capturable)[0]
 
     def _losses(self, x, logits, e, U, loss_mask, P, B, T):
         """TEMt._losses per member: parts (P,) each, losses (P,) = sum_k w_k[p] * part_k[p]."""
