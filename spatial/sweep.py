@@ -240,12 +240,15 @@ class PopulationTrainer:
         self.state = out.state
         self.step += 1
         correct = (out.logits.detach().argmax(-1) == x).cpu().numpy()                       # (P, B, T)
-        losses = out.losses.detach().cpu().tolist()
-        parts = {k: v.detach().cpu().tolist() for k, v in out.parts.items()}
-        norms = grad_norm.cpu().tolist()
-        stats = [{"loss": losses[p], **{k: v[p] for k, v in parts.items()}, "grad_norm": norms[p],
-                  "correct": correct[p]} for p in range(self.P)]
+        stats = self._member_stats(out.losses, out.parts, grad_norm, correct)
         return self._drop_non_finite(stats) if self.population.capturable else stats
+
+    def _member_stats(self, losses, parts, norms, correct) -> list[dict]:
+        """Per-member records from (P,) losses, parts and gradient norms and the (P, B, T) correct mask."""
+        losses, norms = losses.detach().cpu().tolist(), norms.detach().cpu().tolist()
+        parts = {k: v.detach().cpu().tolist() for k, v in parts.items()}
+        return [{"loss": losses[p], **{k: v[p] for k, v in parts.items()}, "grad_norm": norms[p],
+                 "correct": correct[p]} for p in range(self.P)]
 
     def _inputs(self, chunks: list[dict]):
         """(P, B, T) stimuli, actions and loss mask of the members' chunks."""
@@ -267,13 +270,8 @@ class PopulationTrainer:
         gs(x, a, mask.to(gs.loss_mask.dtype))
         self.state = gs.state
         self.step += 1
-        losses = gs.losses.cpu().tolist()
-        parts = {k: v.cpu().tolist() for k, v in gs.parts.items()}
-        norms = gs.grad_norm.cpu().tolist()
         correct = (gs.logits.argmax(-1) == x).cpu().numpy()                                # (P, B, T)
-        stats = [{"loss": losses[p], **{k: v[p] for k, v in parts.items()}, "grad_norm": norms[p],
-                  "correct": correct[p]} for p in range(self.P)]
-        return self._drop_non_finite(stats)
+        return self._drop_non_finite(self._member_stats(gs.losses, gs.parts, gs.grad_norm, correct))
 
     def _drop_non_finite(self, stats: list[dict]) -> list[dict]:
         """After a capturable population's step (which checks nothing on the way): drop the members whose loss is
@@ -458,6 +456,24 @@ def _processes(cpu: bool):
     return state.process_index, state.num_processes, state.wait_for_everyone
 
 
+def check_out(out: Path, members: list[Member], resume: bool, processes: int) -> None:
+    """Refuse what a sweep into `out` cannot do: start over a sweep already there, resume one that is not there,
+    resume with another sweep file (check_resume) or another number of processes."""
+    plan_path = out / PLAN
+    if not resume:
+        if plan_path.exists():
+            raise FileExistsError(f"{out} already holds a sweep: resume it with --resume, or choose another --out")
+        return
+    if not plan_path.is_file():
+        raise CheckpointError(f"{out} holds no sweep to resume ({plan_path} is missing)")
+    saved = json.loads(plan_path.read_text())
+    check_resume(saved, members)
+    trained = saved.get("processes", 1)
+    if trained != processes:
+        raise ConfigError(f"{out} was trained by {trained} process(es); resume it with as many (got {processes}): "
+                          f"each process's checkpoints hold its own members (--resume --processes {trained})")
+
+
 def run_sweep(sweep_file: str | Path, out: str | Path, resume: bool = False, progress: bool = True,
               dtype: torch.dtype = torch.float32) -> list[dict] | None:
     """Train every group of the sweep (one population each, one after another); returns the summary rows (None
@@ -470,17 +486,7 @@ def run_sweep(sweep_file: str | Path, out: str | Path, resume: bool = False, pro
     rank, world, barrier = _processes(cpu=all(m.config.train.device == "cpu" for m in members))
     plan_path = out / PLAN
     # every rank checks (nothing is written before all have), so a refused resume stops all of them alike
-    if resume:
-        if not plan_path.is_file():
-            raise CheckpointError(f"{out} holds no sweep to resume ({plan_path} is missing)")
-        saved = json.loads(plan_path.read_text())
-        check_resume(saved, members)
-        if saved.get("processes", 1) != world:
-            raise ConfigError(f"{out} was trained by {saved.get('processes', 1)} process(es); resume it with as "
-                              f"many (got {world}): each process's checkpoints hold its own members (--resume "
-                              f"--processes {saved.get('processes', 1)})")
-    elif plan_path.exists():
-        raise FileExistsError(f"{out} already holds a sweep: resume it with --resume, or choose another --out")
+    check_out(out, members, resume, world)
     barrier()
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,6 @@ processes of one thread each trained 8 members of the reference config at 1.8x t
 """
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -58,17 +57,8 @@ def run_in_processes(processes: int, sweep_file: str, out: str, resume: bool, qu
     """Start the sweep in `processes` processes and wait for them; returns the launcher's exit status.
     What the ranks would refuse at once (a bad sweep file, an --out that holds a sweep, a resume with another
     number of processes) is refused here first, once, before any process starts."""
-    from .sweep import PLAN, load_sweep
-    load_sweep(sweep_file)                                          # ConfigError naming the file and key
-    plan = Path(out) / PLAN
-    if not resume and plan.exists():
-        raise FileExistsError(f"{out} already holds a sweep: resume it with --resume, or choose another --out")
-    if resume and plan.is_file():
-        trained = json.loads(plan.read_text()).get("processes", 1)
-        if trained != processes:
-            raise ConfigError(f"{out} was trained by {trained} process(es); resume it with as many (got "
-                              f"{processes}): each process's checkpoints hold its own members (--resume "
-                              f"--processes {trained})")
+    from .sweep import check_out, load_sweep
+    check_out(Path(out), load_sweep(sweep_file), resume, processes)   # ConfigError naming the file and key, ...
     return _launch(launch_command(processes, sweep_file, out, resume, quiet, free_port()))
 
 

@@ -267,9 +267,10 @@ class Trainer:
         self.state = out.state
         self.step += 1
         correct = (out.logits.detach().argmax(-1) == x).cpu().numpy()
+        loss_value = loss.item()
         if getattr(getattr(self.model, "config", None), "capturable", False):
-            self._raise_if_loss_not_finite(loss.item())
-        return {"loss": loss.item(), **{k: v.item() for k, v in out.parts.items()}, **extra,
+            self._raise_if_loss_not_finite(loss_value)
+        return {"loss": loss_value, **{k: v.item() for k, v in out.parts.items()}, **extra,
                 "grad_norm": float(grad_norm), "correct": correct}
 
     def _raise_if_loss_not_finite(self, loss: float) -> None:
@@ -288,8 +289,9 @@ class Trainer:
         self.state = gs.state
         self.step += 1
         correct = (gs.logits.argmax(-1) == x).cpu().numpy()
-        self._raise_if_loss_not_finite(gs.loss.item())
-        return {"loss": gs.loss.item(), **{k: v.item() for k, v in gs.parts.items()},
+        loss_value = gs.loss.item()
+        self._raise_if_loss_not_finite(loss_value)
+        return {"loss": loss_value, **{k: v.item() for k, v in gs.parts.items()},
                 "grad_norm": float(gs.grad_norm), "correct": correct}
 
     def evaluate(self) -> dict:

@@ -85,6 +85,17 @@ def explicit_read(q_tilde: torch.Tensor, n: torch.Tensor, keys: Sequence[Keys], 
     return p_x, probs
 
 
+def prediction_read(q_tilde: torch.Tensor, n: torch.Tensor, keys: Sequence[Keys], n_x: int, capturable: bool,
+                    grouped: bool, need_weights: bool = False):
+    """The explicit read, p(x) (B, T, n_x) and the memory neurons (or None): through grouped_read (the stored
+    memories' padding skipped) where it may run (not capturable, no memory neurons wanted) and pays, else whole."""
+    if grouped and not capturable and not need_weights:
+        p_x = grouped_read(q_tilde, n, keys, n_x, lambda q, n_g, k: explicit_read(q, n_g, k, n_x, False)[0])
+        if p_x is not None:
+            return p_x, None
+    return explicit_read(q_tilde, n, keys, n_x, capturable)
+
+
 class TEMtAttention(nn.Module):
     """One TEM-t attention read: positions query the (position, stimulus) memories.
 
@@ -156,14 +167,7 @@ class TEMtAttention(nn.Module):
                                                   self.W_x(x_all).unsqueeze(1), attn_mask=mask.unsqueeze(1),
                                                   scale=1.0)
             return self.readout(read.squeeze(1)), None
-        p_x = None
-        if not need_weights and not self.capturable and self.grouped:
-            # without the memory neurons, the stored memories' padding can be skipped (grouped_read.py)
-            p_x = grouped_read(q_tilde, n, keys, self.n_stimuli,
-                               lambda q, n_g, k: explicit_read(q, n_g, k, self.n_stimuli, False)[0])
-        probs = None
-        if p_x is None:
-            p_x, probs = explicit_read(q_tilde, n, keys, self.n_stimuli, self.capturable)
+        p_x, probs = prediction_read(q_tilde, n, keys, self.n_stimuli, self.capturable, self.grouped, need_weights)
         logits = self.readout(p_x @ self.W_x.weight)                        # (B, T, n_x)
         return logits, (probs if need_weights else None)
 

@@ -58,6 +58,17 @@ class _CapturedStep:
     def _body(self) -> None:
         raise NotImplementedError
 
+    def _own_state(self, fresh: TEMtState) -> None:
+        """The carried-state buffers, copies of `fresh` (an initial state's e is an expanded view: own every one)."""
+        self.state = TEMtState.from_tensors({k: v.clone() for k, v in fresh.tensors().items()})
+
+    def set_state(self, state: TEMtState) -> None:
+        """Carry on from `state` (a resumed run's): copied into the buffers, whose identity a graph depends on."""
+        if state.memory.size != self.state.memory.size or tuple(state.e.shape) != tuple(self.state.e.shape):
+            raise ValueError(f"state of {state.e.shape[0]} slots with a store {state.memory.size} wide does not fit "
+                             f"this step's buffers ({self.state.e.shape[0]} slots, {self.state.memory.size} wide)")
+        _copy_state(self.state, state)
+
     def _keep_outputs(self, out, loss: torch.Tensor, loss_buffer: torch.Tensor) -> None:
         """Copy what a step returns into the fixed buffers: logits, next state, loss(es) and loss parts."""
         self.logits.copy_(out.logits.detach())
@@ -113,8 +124,7 @@ class GraphTrainStep(_CapturedStep):
                     raise ValueError("a CUDA-graph step needs an optimiser built with capturable=True (torch.optim."
                                      "Adam(params, lr=torch.tensor(lr, device=...), capturable=True))")
         self.model, self.optimizer, self.clip = model, optimizer, clip
-        fresh = model.initial_state(batch, self.device)           # its e is an expanded view: own every buffer
-        self.state = TEMtState.from_tensors({k: v.clone() for k, v in fresh.tensors().items()})
+        self._own_state(model.initial_state(batch, self.device))
         self.loss = torch.zeros((), dtype=dtype, device=self.device)
         self.grad_norm = torch.zeros((), dtype=dtype, device=self.device)       # before clipping
         self.logits = torch.zeros(batch, chunk, model.config.n_stimuli, dtype=dtype, device=self.device)
@@ -124,7 +134,7 @@ class GraphTrainStep(_CapturedStep):
         self.optimizer.zero_grad(set_to_none=True)
 
     def _body(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)       # in a capture: backward then writes fresh gradients
+        self._zero_grad()                                # in a capture: backward then writes fresh gradients
         out = self.model(self.x, self.actions, self.state, loss_mask=self.loss_mask)
         out.loss.backward()
         # the norm is wanted for logging even without a clip; multiplying by clamp(inf / norm, max=1) = 1 is exact
@@ -152,13 +162,6 @@ class GraphTrainStep(_CapturedStep):
         """Every slot starts afresh (new worlds, empty store) without changing the buffers' identity."""
         self.set_state(self.model.initial_state(self.x.shape[0], self.device))
 
-    def set_state(self, state: TEMtState) -> None:
-        """Carry on from `state` (a resumed run's): copied into the buffers, whose identity a graph depends on."""
-        if state.memory.size != self.state.memory.size or tuple(state.e.shape) != tuple(self.state.e.shape):
-            raise ValueError(f"state of batch {state.e.shape[0]} with a store {state.memory.size} wide does not fit "
-                             f"this step's buffers (batch {self.state.e.shape[0]}, {self.state.memory.size} wide)")
-        _copy_state(self.state, state)
-
 
 
 class PopulationGraphStep(_CapturedStep):
@@ -178,9 +181,8 @@ class PopulationGraphStep(_CapturedStep):
         e_init = population.param("positions.e_init")
         P = population.P
         self._setup(e_init.device, use_graph, warmup, (P, batch, chunk), e_init.dtype)
-        self.population, self.optimizer, self.batch = population, optimizer, batch
-        fresh = population.initial_state(batch)                   # its e is an expanded view: own every buffer
-        self.state = TEMtState.from_tensors({k: v.clone() for k, v in fresh.tensors().items()})
+        self.population, self.optimizer = population, optimizer
+        self._own_state(population.initial_state(batch))
         self.losses = torch.zeros(P, dtype=e_init.dtype, device=self.device)
         self.grad_norm = torch.zeros(P, dtype=e_init.dtype, device=self.device)    # per member, before clipping
         self.logits = torch.zeros(P, batch, chunk, population.configs[0].n_stimuli, dtype=e_init.dtype,
@@ -191,7 +193,7 @@ class PopulationGraphStep(_CapturedStep):
         self.optimizer.zero_grad()
 
     def _body(self) -> None:
-        self.optimizer.zero_grad()
+        self._zero_grad()
         out = self.population(self.x, self.actions, self.state, loss_mask=self.loss_mask)
         out.loss.backward()
         self.grad_norm.copy_(self.optimizer.clip_grad_norm_())
@@ -208,10 +210,3 @@ class PopulationGraphStep(_CapturedStep):
 
     def set_clip(self, max_norm) -> None:
         self.optimizer.set_clip(max_norm)
-
-    def set_state(self, state: TEMtState) -> None:
-        """Carry on from `state` (copied into the buffers, whose identity a graph depends on)."""
-        if state.memory.size != self.state.memory.size or tuple(state.e.shape) != tuple(self.state.e.shape):
-            raise ValueError(f"state of {state.e.shape[0]} slots with a store {state.memory.size} wide does not fit "
-                             f"this step's buffers ({self.state.e.shape[0]} slots, {self.state.memory.size} wide)")
-        _copy_state(self.state, state)

@@ -37,7 +37,8 @@ clip_grad_norm_ trained alone.
 Capturable members (TEMtConfig.capturable, all with the same max_memories) make a capturable population: the
 store keeps its fixed width (MemoryStore.append_fixed), every step applies the reset, the weight gradient is the
 one-hot product (`_one_hot_outer`) and nothing is read back to the host in forward or backward
-(tests/core/test_capturable.py). PopulationAdam still takes host numbers, so no CUDA graph drives it yet.
+(tests/core/test_capturable.py); with PopulationAdam(capturable=True), temt_core.graph_step.PopulationGraphStep
+replays the whole step as a CUDA graph.
 """
 from __future__ import annotations
 
@@ -48,9 +49,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import BACKENDS, Keys, explicit_read, zscore
+from .attention import BACKENDS, Keys, prediction_read, zscore
 from .energy import energy_penalty
-from .grouped_read import grouped_read
 from .landmark_loop import DedupStore, landmark_loop, store_keys
 from .memory import MemoryStore, find_duplicates, slot_ids
 from .memory_read import memory_read
@@ -500,11 +500,7 @@ class TEMtPopulation(nn.Module):
         distribution the memory neurons retrieve (explicit, or with attention_backend 'fused' memory_read.py)."""
         if self.attention_backend == "fused":
             return memory_read(q_tilde, n, keys, n_x)
-        if not self.capturable and self.grouped:       # skip the stored memories' padding (grouped_read.py)
-            p_x = grouped_read(q_tilde, n, keys, n_x, lambda q, n_g, k: explicit_read(q, n_g, k, n_x, False)[0])
-            if p_x is not None:
-                return p_x
-        return explicit_read(q_tilde, n, keys, n_x, self.capturable)[0]
+        return prediction_read(q_tilde, n, keys, n_x, self.capturable, self.grouped)[0]
 
     def _losses(self, x, logits, e, U, loss_mask, P, B, T):
         """TEMt._losses per member: parts (P,) each, losses (P,) = sum_k w_k[p] * part_k[p]."""
