@@ -41,7 +41,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .positions import RESET, _activate_into, _activation_grad, _columns, transition_grad, wide_transitions
+from .positions import RESET, _activate_into, _activation_grad, transition_grad
+from .transition_products import TransitionProducts
 
 _LN_EPS = 1e-5          # zscore()'s layer-norm epsilon
 _NORM_EPS = 1e-12       # F.normalize's
@@ -125,7 +126,7 @@ class _LandmarkLoop(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, e0, W, e_init, gram, gate_w, gate_b, actions, x, world, store, dedup_store,
-                activation, bound, product, dedup, norm=None, capturable=False):
+                activation, bound, product, dedup, norm=None, capturable=False, products="auto"):
         ctx.set_materialize_grads(False)        # outputs the loss does not use (often the gate) get None
         B, T = actions.shape
         E = W.shape[-1]
@@ -133,9 +134,9 @@ class _LandmarkLoop(torch.autograd.Function):
         K = M + T
         n_x = gram.shape[-1]
         wts = _Weights(W, B)
-        wide = wts.wide(W)                                                  # (E, A*E) or (P, E, A*E)
+        tp = TransitionProducts(actions, W.shape[-3], wts.P, E, products, capturable)   # e_b W_{a_bt} per step
+        forward_weights = tp.weights(W)
         e_init_rows = wts.per_slot(e_init)                                  # (E,) or (B, E)
-        cols = _columns(actions, E)                                         # (T, B, E)
         reset = (actions == RESET).t()                                      # (T, B)
         # one host read per chunk (capturable: none, and every step applies the reset)
         reset_steps = [True] * T if capturable else reset.any(1).tolist()
@@ -178,7 +179,7 @@ class _LandmarkLoop(torch.autograd.Function):
             # Nothing of the retrieval weights depends on the loop here (stimulus scores, fixed readability), so
             # they are computed for all steps at once, with the confidence and the stored memories' part of e_ret
             # and of the gate; the loop keeps only what needs e_{t-1} (`_precomputed_loop`).
-            gin, w_all = _precomputed_loop(e0, wts, wide, e_init_rows, cols, reset, reset_steps, bias_all, S, L_all,
+            gin, w_all = _precomputed_loop(e0, wts, tp, forward_weights, e_init_rows, reset, reset_steps, bias_all, S, L_all,
                                            any_all, values, gate_w, gate_b, activation, bound, norm,
                                            h_all, e_pi_all, e_all, f_all)
             c_all = None
@@ -189,8 +190,8 @@ class _LandmarkLoop(torch.autograd.Function):
             e = e0
             for t in range(T):
                 # path integration from the corrected previous position
-                e_pi = _path_integrate(e, t, wts, wide, cols, activation, bound, norm, reset, reset_steps, e_init_rows,
-                                       h_all, e_pi_all)
+                e_pi = _path_integrate(e, t, tp, forward_weights, activation, bound, norm, reset, reset_steps,
+                                       e_init_rows, h_all, e_pi_all)
                 if dedup is None:
                     L, anything = L_all[t], any_all[t]
                 else:
@@ -230,7 +231,7 @@ class _LandmarkLoop(torch.autograd.Function):
         ctx.save_for_backward(e0, W, e_init, gate_w, actions, h_all, e_all, e_pi_all, f_all, gin, w_all, L_all,
                               S, gram_index, values, keys_t, c_all)
         ctx.activation, ctx.bound, ctx.product, ctx.n_x, ctx.M, ctx.norm = activation, bound, product, n_x, M, norm
-        ctx.capturable, ctx.gram_shape = capturable, gram.shape
+        ctx.capturable, ctx.gram_shape, ctx.tp = capturable, gram.shape, tp
         ctx.mark_non_differentiable(stored)
         return e_pi_all, e_all, f_all, stored
 
@@ -243,9 +244,9 @@ class _LandmarkLoop(torch.autograd.Function):
         A = W.shape[-3]                             # (A, E, E), or a population's (P, A, E, E)
         reset = (actions == RESET).t()
         reset_steps = [True] * T if ctx.capturable else reset.any(1).tolist()
-        cols = _columns(actions, E)
         wts = _Weights(W, B)
-        wide_t = wts.wide(W.transpose(-1, -2))
+        tp = ctx.tp
+        backward_weights = tp.weights(W.transpose(-1, -2))                 # d_b W_{a_bt}^T
         dsig = _activation_grad(h_all, ctx.activation, ctx.bound).masked_fill_(reset.unsqueeze(-1), 0.0)
         norm = ctx.norm
         if norm is not None:
@@ -312,7 +313,7 @@ class _LandmarkLoop(torch.autograd.Function):
             if reset_steps[t]:
                 d_init = d_init + wts.sum_slots(d_pi * reset[t, :, None])
             torch.mul(d_pi if norm is None else norm.backward(d_pi, unit[t], scale[t]), dsig[t], out=dh_all[t])
-            de = wts.mm(dh_all[t], wide_t).gather(1, cols[t])
+            de = tp(dh_all[t], t, backward_weights)
         if not product:             # the same d scores as the product branch's, all steps at once
             d_conf = (d_pre_all * wts.per_slot(gate_w[..., 2 * E])).sum(-1, keepdim=True)          # (T, B, 1)
             d_ret_all = d_ret.transpose(0, 1)                                                       # (T, B, E)
@@ -324,7 +325,7 @@ class _LandmarkLoop(torch.autograd.Function):
         d_gram = dS.new_zeros(wts.P * n_x * n_x).index_add_(0, wts.gram_rows(gram_index, n_x).reshape(-1),
                                                             dS.reshape(-1)).view(ctx.gram_shape)
         d_gate_w, d_gate_b = wts.gate_grads(d_pre_all, gin)
-        return (de, dW, d_init, d_gram, d_gate_w, d_gate_b) + (None,) * 11
+        return (de, dW, d_init, d_gram, d_gate_w, d_gate_b) + (None,) * 12
 
 
 def _softmax_logsumexp(scores: torch.Tensor, out: torch.Tensor | None = None):
@@ -337,11 +338,10 @@ def _softmax_logsumexp(scores: torch.Tensor, out: torch.Tensor | None = None):
     return w, scores.amax(-1, keepdim=True) - torch.log(w.amax(-1, keepdim=True))
 
 
-def _path_integrate(e, t, wts, wide, cols, activation, bound, norm, reset, reset_steps, e_init_rows, h_all,
-                    e_pi_all):
+def _path_integrate(e, t, tp, weights, activation, bound, norm, reset, reset_steps, e_init_rows, h_all, e_pi_all):
     """Step t's path integration e_pi = sigma(e W_a) (normalised, reset to e_init at a new world), written into
-    h_all[t] and e_pi_all[t]; returns e_pi_all[t]."""
-    torch.gather(wts.mm(e, wide), 1, cols[t], out=h_all[t])
+    h_all[t] and e_pi_all[t]; returns e_pi_all[t]. tp, weights: the chunk's TransitionProducts and its weights."""
+    tp(e, t, weights, out=h_all[t])
     e_pi = e_pi_all[t]
     _activate_into(h_all[t], e_pi, activation, bound)
     if norm is not None:
@@ -351,7 +351,7 @@ def _path_integrate(e, t, wts, wide, cols, activation, bound, norm, reset, reset
     return e_pi
 
 
-def _precomputed_loop(e0, wts, wide, e_init_rows, cols, reset, reset_steps, bias, S, L, anything, values, gate_w,
+def _precomputed_loop(e0, wts, tp, weights, e_init_rows, reset, reset_steps, bias, S, L, anything, values, gate_w,
                       gate_b, activation, bound, norm, h_all, e_pi_all, e_all, f_all):
     """The forward loop for the stimulus query without de-duplication, where the retrieval weights do not depend
     on the loop: w, conf, the stored entries' part of e_ret and the gate's constant part for all steps at once
@@ -371,8 +371,8 @@ def _precomputed_loop(e0, wts, wide, e_init_rows, cols, reset, reset_steps, bias
         wts.per_slot(gate_b))                                           # (T, B, E) gate pre-activation, stored part
     e = e0
     for t in range(T):
-        e_pi = _path_integrate(e, t, wts, wide, cols, activation, bound, norm, reset, reset_steps, e_init_rows,
-                               h_all, e_pi_all)
+        e_pi = _path_integrate(e, t, tp, weights, activation, bound, norm, reset, reset_steps, e_init_rows, h_all,
+                               e_pi_all)
         e_ret = e_ret_all[t]                                            # (B, E), the stored part so far
         pre = wts.addmm(const[t], e_pi, gate_pi)
         if t:                                                           # + the chunk's memories stored before t
@@ -393,13 +393,6 @@ class _Weights:
         self.P = W.shape[0] if W.dim() == 4 else 1
         self.pop = W.dim() == 4
         self.Bp = B // self.P                                               # slots per member
-
-    def wide(self, W: torch.Tensor) -> torch.Tensor:
-        """wide_transitions per member: (A, E, E) -> (E, A*E); (P, A, E, E) -> (P, E, A*E)."""
-        if not self.pop:
-            return wide_transitions(W)
-        P, A, E, _ = W.shape
-        return W.permute(0, 2, 1, 3).reshape(P, E, A * E)
 
     def mm(self, v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """(B, I) @ (I, J), or member p's block of rows @ w[p]."""
@@ -506,10 +499,12 @@ class _FlatStore:
 
 def landmark_loop(e0, W, e_init, gram, gate_w, gate_b, actions, x, world, store: StoreKeys,
                   dedup_store: DedupStore | None, activation: str, bound: float | None, product: bool,
-                  dedup: float | None, norm=None, capturable: bool = False):
+                  dedup: float | None, norm=None, capturable: bool = False, products: str = "auto"):
     """Run `_LandmarkLoop` (see the module docstring); returns e_pi, e, f as (B, T, E) and stored (B, T).
     norm: the recurrence's positions.ModuleNorm, or None. capturable: no host reads and no data-dependent shapes
-    (TEMtConfig.capturable): resets applied at every step, de-duplication against the whole store (_FlatStore)."""
+    (TEMtConfig.capturable): resets applied at every step, de-duplication against the whole store (_FlatStore).
+    products: how the steps multiply by the transitions (transition_products.MODES)."""
     e_pi, e, f, stored = _LandmarkLoop.apply(e0, W, e_init, gram, gate_w, gate_b, actions, x, world, store,
-                                             dedup_store, activation, bound, product, dedup, norm, capturable)
+                                             dedup_store, activation, bound, product, dedup, norm, capturable,
+                                             products)
     return e_pi.transpose(0, 1), e.transpose(0, 1), f.transpose(0, 1), stored.t()

@@ -354,7 +354,7 @@ class TEMt(nn.Module):
             e_pi, e, gate, stored = landmark_loop(
                 state.e.to(dtype), W, self.positions.e_init, gram, lm.gate.weight, lm.gate.bias, actions, x, world,
                 store, dedup_store, self.positions.activation, self.positions.bound, product, c.dedup_threshold,
-                self.positions.norm, c.capturable)
+                self.positions.norm, c.capturable, self.positions.products)
         if self.positions.check_finite and not c.capturable:
             raise_if_not_finite("positions e", e, hint=self.positions._stability_hint())
         z = zscore(e)

@@ -56,6 +56,7 @@ from .memory import MemoryStore, find_duplicates, slot_ids
 from .memory_read import memory_read
 from .model import TEMt, TEMtConfig, TEMtState
 from .positions import RESET, _activate_into, _activation_grad
+from .transition_products import TransitionProducts
 from .validation import NonFiniteError, assert_index_on_device, check_index_tensor, check_shape
 
 # TEMtConfig fields members may differ in: they change values, not shapes or code paths. Every other field must be
@@ -97,40 +98,37 @@ class PopulationOutput:
 class _PopulationRecurrence(torch.autograd.Function):
     """positions._FusedRecurrence for P members at once, each with its own transitions and e_init.
 
-    Forward, per step: h_t = pick(e_{t-1} (P, B, E) @ wide (P, E, A*E)), y_t = sigma(h_t), RESET slots e_init.
-    Backward, in reverse:
+    Forward, per step: h_t = e_{t-1} W[p, a_t] per slot (P*B rows, transition_products.py: all P*A candidates
+    in one bmm and each slot's block picked, or the slots grouped by (member, action)), y_t = sigma(h_t), RESET
+    slots e_init. Backward, in reverse:
         dh_t = (dy_t + de_t) * sigma'(h_t)            (zero on RESET steps)
-        de_{t-1} = pick(dh_t @ wide(W^T))             (one bmm per step)
+        de_{t-1} = dh_t W[p, a_t]^T                   (the same products with the transposes)
         dW[p, a] = sum_{b,t: a_pbt = a} y_{t-1}^T dh_t (after the loop: rows sorted by (member, action), padded
                                                        to the largest group, one bmm)
-    `pick` takes each slot's block of its action: the (P, B, A*E) product is viewed as P*B*A rows of E and one
-    index_select copies whole rows (cheaper than an elementwise gather).
     """
 
     @staticmethod
-    def forward(ctx, e0, W, e_init, actions, activation, bound, capturable=False):
+    def forward(ctx, e0, W, e_init, actions, activation, bound, capturable=False, products="auto"):
         # e0 (P, B, E), W (P, A, E, E), e_init (P, E), actions (P, B, T); time-major buffers (T, P, B, E)
         P, B, T = actions.shape
         A, E = W.shape[1], W.shape[-1]
-        wide = _wide(W)                                                            # (P, E, A*E)
-        rows = _rows(actions, A)                                                   # (T, P*B) int64
+        tp = TransitionProducts(actions.reshape(P * B, T), A, P, E, products, capturable)
+        forward_weights = tp.weights(W)
         reset = (actions == RESET).permute(2, 0, 1)                                # (T, P, B)
         # one host sync, not T (capturable: none, and every step applies the reset)
         reset_steps = [True] * T if capturable else reset.flatten(1).any(1).tolist()
         h_all = e0.new_empty(T, P, B, E)
         y_all = e0.new_empty(T, P, B, E)
-        product = e0.new_empty(P, B, A * E)
         init = e_init.unsqueeze(1)                                                 # (P, 1, E)
         e = e0
         for t in range(T):
-            torch.bmm(e, wide, out=product)
-            torch.index_select(product.view(P * B * A, E), 0, rows[t], out=h_all[t].view(P * B, E))
+            tp(e.reshape(P * B, E), t, forward_weights, out=h_all[t].view(P * B, E))
             _activate_into(h_all[t], y_all[t], activation, bound)
             if reset_steps[t]:
                 y_all[t] = torch.where(reset[t].unsqueeze(-1), init, y_all[t])
             e = y_all[t]
         ctx.save_for_backward(e0, W, e_init, actions, h_all, y_all)
-        ctx.activation, ctx.bound, ctx.capturable = activation, bound, capturable
+        ctx.activation, ctx.bound, ctx.capturable, ctx.tp = activation, bound, capturable, tp
         return y_all.permute(1, 2, 0, 3)                                           # (P, B, T, E) view
 
     @staticmethod
@@ -140,13 +138,12 @@ class _PopulationRecurrence(torch.autograd.Function):
         A = W.shape[1]
         reset = (actions == RESET).permute(2, 0, 1)                                # (T, P, B)
         reset_steps = [True] * T if ctx.capturable else reset.flatten(1).any(1).tolist()
-        rows = _rows(actions, A)
-        wide_t = _wide(W.transpose(2, 3))                                          # dh @ wide_t -> dh W_a^T blocks
+        tp = ctx.tp
+        backward_weights = tp.weights(W.transpose(2, 3))                           # dh W[p, a]^T
         dsig = _activation_grad(h_all, ctx.activation, ctx.bound)                  # (T, P, B, E)
         dsig = dsig.masked_fill(reset.unsqueeze(-1), 0.0)
         grad_y = grad_y.permute(2, 0, 1, 3).contiguous()                           # (T, P, B, E)
         dh_all = torch.empty_like(h_all)
-        product = h_all.new_empty(P, B, A * E)
         d_init = torch.zeros_like(e_init)                                          # (P, E)
         de = torch.zeros_like(e0)                                                  # (P, B, E)
         for t in range(T - 1, -1, -1):
@@ -154,26 +151,11 @@ class _PopulationRecurrence(torch.autograd.Function):
             if reset_steps[t]:
                 d_init = d_init + (de * reset[t].unsqueeze(-1)).sum(1)
             torch.mul(de, dsig[t], out=dh_all[t])
-            torch.bmm(dh_all[t], wide_t, out=product)
-            de = product.view(P * B * A, E).index_select(0, rows[t]).view(P, B, E)
+            de = tp(dh_all[t].view(P * B, E), t, backward_weights).view(P, B, E)
         dW = None
         if ctx.needs_input_grad[1]:
             dW = (_one_hot_outer if ctx.capturable else _grouped_outer)(e0, y_all, dh_all, actions, A)
-        return de, dW, d_init, None, None, None, None
-
-
-def _rows(actions: torch.Tensor, A: int) -> torch.Tensor:
-    """(P, B, T) actions -> (T, P*B) row of each slot's action block in a (P*B*A, E) view of e @ wide."""
-    P, B, T = actions.shape
-    slot = torch.arange(P * B, device=actions.device).unsqueeze(0)                # (1, P*B)
-    return slot * A + actions.reshape(P * B, T).t().clamp(min=0)
-
-
-def _wide(W: torch.Tensor) -> torch.Tensor:
-    """positions.wide_transitions per member: (P, A, E, E) -> (P, E, A*E), column block a of e @ wide[p] is
-    e @ W[p, a]."""
-    P, A, E, _ = W.shape
-    return W.permute(0, 2, 1, 3).reshape(P, E, A * E)
+        return de, dW, d_init, None, None, None, None, None
 
 
 def _grouped_outer(e0: torch.Tensor, y_all: torch.Tensor, dh_all: torch.Tensor, actions: torch.Tensor,
@@ -216,14 +198,17 @@ def _one_hot_outer(e0: torch.Tensor, y_all: torch.Tensor, dh_all: torch.Tensor, 
 
 
 def population_recurrence(e0: torch.Tensor, W: torch.Tensor, e_init: torch.Tensor, actions: torch.Tensor,
-                          activation: str, bound: float | None, capturable: bool = False) -> torch.Tensor:
+                          activation: str, bound: float | None, capturable: bool = False,
+                          products: str = "auto") -> torch.Tensor:
     """e (P, B, T, E) of P recurrences e_t = sigma(e_{t-1} W[p, a_t]); member p's slots restart at e_init[p].
 
     e0 (P, B, E), W (P, A, E, E) transition matrices, e_init (P, E), actions (P, B, T) with RESET = -1.
     Runs in W's precision, outside autocast (as RecurrentPositions' fused path does). capturable: no host read and
-    no shape that depends on the actions (every step applies the reset; the weight gradient as `_one_hot_outer`)."""
+    no shape that depends on the actions (every step applies the reset; the weight gradient as `_one_hot_outer`).
+    products: how the steps multiply by the transitions (transition_products.MODES)."""
     with torch.autocast(device_type=actions.device.type, enabled=False):
-        return _PopulationRecurrence.apply(e0.to(W.dtype), W, e_init, actions, activation, bound, capturable)
+        return _PopulationRecurrence.apply(e0.to(W.dtype), W, e_init, actions, activation, bound, capturable,
+                                           products)
 
 
 class TEMtPopulation(nn.Module):
@@ -281,6 +266,7 @@ class TEMtPopulation(nn.Module):
         # the size of a single reference model's scores (benchmarks/population_speed.py)
         self.block_elements: int | None = 2 ** 21
         self.grouped = True                 # explicit read: skip the stored memories' padding (grouped_read.py)
+        self.products = "auto"              # how the recurrences multiply by the transitions (transition_products.py)
 
     def number(self, name: str, like: torch.Tensor) -> torch.Tensor:
         """(P,) tensor of a per-member number (see self.numbers) in like's dtype and device."""
@@ -316,6 +302,7 @@ class TEMtPopulation(nn.Module):
         ref = self.param("positions.e_init")
         pop = TEMtPopulation([self.member_model(p) for p in keep]).to(ref.device)
         pop.block_elements, pop.attention_backend, pop.grouped = self.block_elements, self.attention_backend, self.grouped
+        pop.products = self.products
         return pop
 
     @staticmethod
@@ -385,7 +372,7 @@ class TEMtPopulation(nn.Module):
         if self.landmark is not None:
             return self._forward_landmark(xf, af, state, world, W, U, loss_mask, P, B, T)
         e = population_recurrence(state.e.view(P, B, E), W, self.param("positions.e_init"), actions,
-                                  self.activation, self.bound, self.capturable)   # (P, B, T, E)
+                                  self.activation, self.bound, self.capturable, self.products)   # (P, B, T, E)
         if self.check_finite and not self.capturable:
             self._raise_if_not_finite(e)
         ef = e.reshape(P * B, T, E)
@@ -427,7 +414,7 @@ class TEMtPopulation(nn.Module):
             e_pi, e, gate, stored = landmark_loop(
                 state.e.to(dtype), W, self.param("positions.e_init"), gram, self.param("landmark.gate.weight"),
                 self.param("landmark.gate.bias"), af, xf, world, store, dedup_store, self.activation, self.bound,
-                product, threshold, None, self.capturable)                        # (P*B, T, E) each
+                product, threshold, None, self.capturable, self.products)          # (P*B, T, E) each
         if self.check_finite and not self.capturable:
             self._raise_if_not_finite(e.view(P, B, T, E))
         z = zscore(e)

@@ -12,7 +12,8 @@ Two ways to feed it:
 Three ways to run the time recurrence, equal to float tolerance (tests/core/test_positions.py):
     loop   the definition, written plainly: gather W[a] per sample, one bmm per step, autograd
     fused  the same recurrence with the autograd bookkeeping removed: a custom autograd.Function,
-           forward and a hand-written backward loop, one (B, E) x (E, A*E) matmul per step
+           forward and a hand-written backward loop, each step's products with the transitions as
+           transition_products.py picks them (all A at once, or the slots grouped by action)
     scan   linear sigma without a bound only: a parallel (Hillis-Steele) prefix product of affine maps,
            log2(T) sequential rounds of O(E^3) work. Worth it where launches, not flops, dominate (GPU).
 'auto' picks scan for an unbounded linear recurrence on a GPU and fused everywhere else.
@@ -31,6 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .transition_products import TransitionProducts
 from .validation import assert_index_on_device, check_index_tensor, check_shape, raise_if_not_finite
 
 RESET = -1  # action id that starts a new world (time mode)
@@ -127,18 +129,18 @@ class _FusedRecurrence(torch.autograd.Function):
 
     Forward keeps the pre-activations h (B, T, E) and outputs y (B, T, E); backward runs the loop in reverse:
         dh_t = (dy_t + de_t) * sigma'(h_t)        (zero on RESET steps: their output is e_init)
-        de_{t-1} = dh_t W_{a_t}^T                 (one (B, E) x (E, A*E) matmul + gather per step)
+        de_{t-1} = dh_t W_{a_t}^T                 (per step, as transition_products.TransitionProducts picks)
         dW_a = sum_{b,t: a_bt = a} y_{t-1}^T dh_t (all steps at once, after the loop)
     """
 
     @staticmethod
-    def forward(ctx, e0, W, e_init, actions, activation, bound, norm=None, capturable=False):
-        # Time-major inside (T, B, E): every per-step slice is contiguous, which makes gather and the stores
+    def forward(ctx, e0, W, e_init, actions, activation, bound, norm=None, capturable=False, products="auto"):
+        # Time-major inside (T, B, E): every per-step slice is contiguous, which makes the products and the stores
         # several times cheaper than strided (B, T, E) slices.
         B, T = actions.shape
         A, E, _ = W.shape
-        wide = wide_transitions(W)                                                   # (E, A*E)
-        cols = _columns(actions, E)                                       # (T, B, E) int64
+        tp = TransitionProducts(actions, A, 1, E, products, capturable)            # e_b W_{a_bt}, per step
+        forward_weights = tp.weights(W)
         reset = (actions == RESET).t()                                    # (T, B)
         # which steps have a RESET: one host read, not T (capturable: none, and every step applies the reset)
         reset_steps = [True] * T if capturable else reset.any(1).tolist()
@@ -146,8 +148,7 @@ class _FusedRecurrence(torch.autograd.Function):
         y_all = e0.new_empty(T, B, E)
         e = e0
         for t in range(T):
-            # (B, E) = e_b W_{a_bt}; every op writes straight into its slot of the outputs (no extra copies)
-            torch.gather(torch.mm(e, wide), 1, cols[t], out=h_all[t])
+            tp(e, t, forward_weights, out=h_all[t])                       # written straight into its slot
             _activate_into(h_all[t], y_all[t], activation, bound)
             if norm is not None:
                 y_all[t] = norm(y_all[t])
@@ -155,7 +156,7 @@ class _FusedRecurrence(torch.autograd.Function):
                 y_all[t] = torch.where(reset[t, :, None], e_init, y_all[t])
             e = y_all[t]
         ctx.save_for_backward(e0, W, e_init, actions, h_all, y_all)
-        ctx.activation, ctx.bound, ctx.norm, ctx.capturable = activation, bound, norm, capturable
+        ctx.activation, ctx.bound, ctx.norm, ctx.capturable, ctx.tp = activation, bound, norm, capturable, tp
         return y_all.transpose(0, 1)                                      # (B, T, E) view
 
     @staticmethod
@@ -165,8 +166,8 @@ class _FusedRecurrence(torch.autograd.Function):
         A = W.shape[0]
         reset = (actions == RESET).t()                                    # (T, B)
         reset_steps = [True] * T if ctx.capturable else reset.any(1).tolist()
-        cols = _columns(actions, E)
-        wide_t = wide_transitions(W.transpose(1, 2))                                 # dh @ wide_t -> dh W_a^T blocks
+        tp = ctx.tp
+        backward_weights = tp.weights(W.transpose(1, 2))                  # d_b W_{a_bt}^T
         dsig = _activation_grad(h_all, ctx.activation, ctx.bound)         # (T, B, E), all steps at once
         dsig = dsig.masked_fill(reset.unsqueeze(-1), 0.0)
         norm = ctx.norm
@@ -181,9 +182,9 @@ class _FusedRecurrence(torch.autograd.Function):
             if reset_steps[t]:
                 d_init = d_init + (de * reset[t, :, None]).sum(0)
             torch.mul(de if norm is None else norm.backward(de, unit[t], scale[t]), dsig[t], out=dh_all[t])
-            de = torch.mm(dh_all[t], wide_t).gather(1, cols[t])           # gradient on y_{t-1}
+            de = tp(dh_all[t], t, backward_weights)                       # gradient on y_{t-1}
         dW = transition_grad(e0, y_all, dh_all, actions, A, ctx.capturable) if ctx.needs_input_grad[1] else None
-        return de, dW, d_init, None, None, None, None, None
+        return de, dW, d_init, None, None, None, None, None, None
 
 
 def transition_grad(e0: torch.Tensor, y_all: torch.Tensor, dh_all: torch.Tensor, actions: torch.Tensor,
@@ -208,11 +209,6 @@ def transition_grad(e0: torch.Tensor, y_all: torch.Tensor, dh_all: torch.Tensor,
     prev_sorted = prev[order].split(counts)
     dh_sorted = dh_all.reshape(T * B, E)[order].split(counts)
     return torch.stack([p.t().mm(d) for p, d in zip(prev_sorted, dh_sorted)])
-
-
-def _columns(actions: torch.Tensor, E: int) -> torch.Tensor:
-    """(B, T) actions -> (T, B, E) column indices of each sample's block in e @ wide_transitions(W)."""
-    return (actions.t().clamp(min=0) * E).unsqueeze(-1) + torch.arange(E, device=actions.device)
 
 
 def _scan_linear(e0: torch.Tensor, W: torch.Tensor, e_init: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -293,6 +289,7 @@ class RecurrentPositions(nn.Module):
         self.activation, self.bound, self.transition, self.method = activation, bound, transition, method
         self.stay_action, self.n_modules, self.check_finite = stay_action, n_modules, check_finite
         self.capturable = capturable
+        self.products = "auto"          # how the fused path multiplies by the transitions (transition_products.py)
 
         # Start position of every new world (TEM's g_init). Non-negative activations get |N(0, 0.5)| so that
         # the first step does not kill half of the units.
@@ -413,7 +410,7 @@ class RecurrentPositions(nn.Module):
             # precision hurts most.
             with torch.autocast(device_type=actions.device.type, enabled=False):
                 e = _FusedRecurrence.apply(e0.to(W.dtype), W, self.e_init, actions, self.activation, self.bound,
-                                           self.norm, self.capturable)
+                                           self.norm, self.capturable, self.products)
         else:
             e = _scan_linear(e0, W, self.e_init, actions)
         if self.check_finite and not self.capturable:
