@@ -10,20 +10,24 @@ actions. Two ways, equal up to the order of float additions (tests/core/test_tra
     blocks  the slots grouped by transition g = (member, action) into zero-padded blocks (G, R_t, E), R_t the
             largest group at step t: index_copy_ in, one bmm against the G matrices, index_select out. R_t / B of
             the arithmetic (about 1/3 at batch 16 with 5 actions), one more op per step, and one host read per
-            chunk (the R_t). On a CPU at e = 128 a step's product takes 0.65-0.7x the wide one's time
-            (docs/results/engine-2026-12-04b.md).
+            chunk (the R_t). On a CPU at e = 128 and batch 16 a step's product is 1.1-1.6x faster than the wide
+            one (docs/results/engine-2026-12-04b.md).
 
-'auto' picks blocks on a CPU, outside capturable steps, when e >= MIN_DIM (below it the extra op costs more than
-the arithmetic saved) and the blocks hold at most MAX_FILL of the wide rows; else wide. A population of P members
-(W of shape (P, A, E, E), the B slots P blocks of B / P, member p's first) has G = P * A transitions.
+'auto' picks blocks on a CPU, outside capturable steps, when e >= MIN_DIM and each member has at least MIN_SLOTS
+slots (below either the extra op costs more than the arithmetic saved) and the blocks hold at most MAX_FILL of the
+wide rows; else wide. A population of P members (W of shape (P, A, E, E), the B slots P blocks of B / P, member
+p's first) has G = P * A transitions.
 """
 from __future__ import annotations
 
 import torch
 
 MODES = ("auto", "wide", "blocks")
-MIN_DIM = 64            # measured: at e = 32 the blocks are slower (15 vs 12 us), at 64 faster (12.5 vs 18 us)
-MAX_FILL = 0.5          # blocks' rows / wide rows (mean R_t / slots per member); at 0.5 (batch 4) no gain is left
+MIN_DIM = 120           # benchmarks/transition_products_speed.py, batch 16, one thread: the blocks were 0.55-0.65x the
+                        # wide product's speed at e = 32, 0.56-0.86x at 64, 0.83x at 96, 1.6x at 120, 1.1-1.5x at
+                        # 128 and 1.9-2.2x at 256 (docs/results/engine-2026-12-04b.md)
+MIN_SLOTS = 8           # slots per member: at batch 4 (e = 128) the blocks were 0.92-1.22x, no clear gain
+MAX_FILL = 0.5          # blocks' rows / wide rows (mean R_t / slots per member): at batch 16 and 5 actions about 0.35
 
 
 class TransitionProducts:
@@ -48,7 +52,8 @@ class TransitionProducts:
         self.blocks = False
         # wide: slot b's block of its action a is row b * A + a of the (B * A, E) product
         self.wide_rows = torch.arange(B, device=actions.device) * n_actions + actions.t().clamp(min=0)   # (T, B)
-        if capturable or mode == "wide" or (mode == "auto" and (actions.device.type != "cpu" or dim < MIN_DIM)):
+        if capturable or mode == "wide" or (mode == "auto" and (actions.device.type != "cpu" or dim < MIN_DIM
+                                                                or B // members < MIN_SLOTS)):
             return
         G = members * n_actions
         counts = torch.zeros(T, G, dtype=torch.long, device=actions.device).scatter_add_(

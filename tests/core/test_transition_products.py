@@ -67,7 +67,9 @@ def test_auto_picks_blocks_only_where_they_pay():
     assert TransitionProducts(a16, 5, 1, 128).blocks                       # the reference config
     assert not TransitionProducts(a16, 5, 1, 32).blocks                    # small e: the extra op costs more
     assert not TransitionProducts(a16, 5, 1, 128, capturable=True).blocks  # fixed shapes, no host read
-    assert not TransitionProducts(_actions(2, 20, 5), 5, 1, 128).blocks    # batch 2: the blocks are as full
+    assert not TransitionProducts(_actions(4, 20, 5), 5, 1, 128).blocks    # batch 4: too few slots to group
+    two = torch.randint(0, 2, (16, 20), generator=torch.Generator().manual_seed(0))
+    assert not TransitionProducts(two, 2, 1, 128).blocks                   # 2 actions: the blocks over half full
     assert TransitionProducts(_actions(32, 20, 5), 5, 2, 128).blocks       # a population of 2 x 16
     with pytest.raises(ValueError, match="mode must be one of"):
         TransitionProducts(a16, 5, 1, 128, mode="grouped")
