@@ -34,7 +34,8 @@ class TransitionProducts:
     """The products v_b W_{a_bt} of one chunk's steps, by the way `mode` picks (see the module docstring).
 
     actions (B, T) int (RESET = -1 rows give W_0's product; callers overwrite them with e_init), n_actions A,
-    members P (W is (P, A, E, E) when P > 1), dim E; capturable: wide, whatever the mode.
+    members P (the weights are one model's W (A, E, E), or a population's (P, A, E, E), also for P = 1), dim E;
+    capturable: wide, whatever the mode.
     Use: weights = tp.weights(W) (forward) or tp.weights(W.transpose(-1, -2)) (backward, d W_a^T), then per step
     tp(v, t, weights, out) -> (B, E).
     """
@@ -47,8 +48,7 @@ class TransitionProducts:
         self.A, self.P, self.E, self.B = n_actions, members, dim, B
         group = actions.t().clamp(min=0)                                           # (T, B) action per slot
         if members > 1:
-            group = group + n_actions * (torch.arange(B, device=actions.device) // (B // members))
-        self.group = group                                                         # (T, B) in [0, G)
+            group = group + n_actions * (torch.arange(B, device=actions.device) // (B // members))   # in [0, G)
         self.blocks = False
         # wide: slot b's block of its action a is row b * A + a of the (B * A, E) product
         self.wide_rows = torch.arange(B, device=actions.device) * n_actions + actions.t().clamp(min=0)   # (T, B)
