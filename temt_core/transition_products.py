@@ -23,9 +23,9 @@ from __future__ import annotations
 import torch
 
 MODES = ("auto", "wide", "blocks")
-MIN_DIM = 120           # benchmarks/transition_products_speed.py, batch 16, one thread: the blocks were 0.55-0.65x the
-                        # wide product's speed at e = 32, 0.56-0.86x at 64, 0.83x at 96, 1.6x at 120, 1.1-1.5x at
-                        # 128 and 1.9-2.2x at 256 (docs/results/engine-2026-12-04b.md)
+MIN_DIM = 120           # benchmarks/transition_products_speed.py, batch 16, one model, one thread: the blocks were
+                        # 0.50-0.65x the wide product's speed at e = 32, 0.56-0.97x at 64, 0.83-1.06x at 96,
+                        # 1.6-1.7x at 120, 1.13-1.30x at 128, 1.8-2.2x at 256 (docs/results/engine-2026-12-04b.md)
 MIN_SLOTS = 8           # slots per member: at batch 4 (e = 128) the blocks were 0.92-1.22x, no clear gain
 MAX_FILL = 0.5          # blocks' rows / wide rows (mean R_t / slots per member): at batch 16 and 5 actions about 0.35
 
