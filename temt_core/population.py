@@ -25,8 +25,9 @@ The forward is TEMt's parallel path over P*B batch slots (member p owns slots p*
     where no parameter enters (memory store, duplicate finding, masks, slot ids) the P*B slots are one batch and
     MemoryStore / find_duplicates / slot_ids / Keys are reused as they are (per-slot thresholds and capacities
     are broadcast tensors);
-    where parameters enter, batched matmuls with per-member weights: the recurrence (e (P, B, E) @ wide
-    (P, E, A*E), a population version of positions._FusedRecurrence with a hand-written backward), the attention
+    where parameters enter, batched matmuls with per-member weights: the recurrence (each slot times its
+    member's transition, transition_products.py; a population version of positions._FusedRecurrence with a
+    hand-written backward), the attention
     (W_e W_e^T, W_x, readout per member) and the losses (per member; the total is their sum).
 Always the fused recurrence (a member's `recurrence` setting only picks among paths that are equal to float
 tolerance in TEMt). With landmark correction the sequential part is landmark_loop's fused loop, which takes the
