@@ -179,8 +179,8 @@ class _LandmarkLoop(torch.autograd.Function):
             # Nothing of the retrieval weights depends on the loop here (stimulus scores, fixed readability), so
             # they are computed for all steps at once, with the confidence and the stored memories' part of e_ret
             # and of the gate; the loop keeps only what needs e_{t-1} (`_precomputed_loop`).
-            gin, w_all = _precomputed_loop(e0, wts, tp, forward_weights, e_init_rows, reset, reset_steps, bias_all, S, L_all,
-                                           any_all, values, gate_w, gate_b, activation, bound, norm,
+            gin, w_all = _precomputed_loop(e0, wts, tp, forward_weights, e_init_rows, reset, reset_steps, bias_all,
+                                           S, L_all, any_all, values, gate_w, gate_b, activation, bound, norm,
                                            h_all, e_pi_all, e_all, f_all)
             c_all = None
         else:

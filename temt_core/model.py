@@ -59,7 +59,8 @@ from .energy import ENERGY_KINDS, energy_penalty
 from .landmark import QUERIES, LandmarkCorrection, LandmarkKeys
 from .landmark_loop import DedupStore, landmark_loop, store_keys
 from .memory import MemoryStore, find_duplicates, slot_ids
-from .positions import ACTIVATIONS, METHODS, RESET, TRANSITIONS, RecurrentPositions, wide_transitions
+from .positions import ACTIVATIONS, METHODS, RESET, TRANSITIONS, RecurrentPositions
+from .transition_products import wide_transitions
 from .validation import assert_index_on_device, check_index_tensor, check_shape, raise_if_not_finite
 
 

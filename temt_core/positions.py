@@ -118,12 +118,6 @@ class ModuleNorm:
         return f"ModuleNorm(norm={self.norm}, n_modules={self.n_modules})"
 
 
-def wide_transitions(W: torch.Tensor) -> torch.Tensor:
-    """(A, E, E) -> (E, A*E): e @ wide gives all A candidate next states at once; column block a is e @ W_a."""
-    A, E, _ = W.shape
-    return W.permute(1, 0, 2).reshape(E, A * E)
-
-
 class _FusedRecurrence(torch.autograd.Function):
     """The recurrence with a hand-written backward: no autograd graph of T x (gather, matmul, sigma) nodes.
 
@@ -425,8 +419,8 @@ class RecurrentPositions(nn.Module):
         return torch.where(reset.unsqueeze(-1), self.e_init.expand_as(e), e)
 
     def step_wide(self, e_prev: torch.Tensor, actions: torch.Tensor, wide: torch.Tensor) -> torch.Tensor:
-        """`step` with W given as `wide_transitions(W)`: one (B, E) x (E, A*E) matmul and a gather instead of
-        gathering B matrices of E x E (several times cheaper on a CPU); same result."""
+        """`step` with W given as `transition_products.wide_transitions(W)`: one (B, E) x (E, A*E) matmul and a
+        gather instead of gathering B matrices of E x E (several times cheaper on a CPU); same result."""
         E = self.dim
         cols = (actions.clamp(min=0) * E).unsqueeze(-1) + torch.arange(E, device=actions.device)
         e = self.activate((e_prev @ wide).gather(1, cols))

@@ -66,7 +66,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ConfigError
-from .positions import RESET, RecurrentPositions, wide_transitions
+from .positions import RESET, RecurrentPositions
+from .transition_products import wide_transitions
 from .validation import check_index_tensor, check_shape
 
 LOSS_NAMES = ("p_g", "p_x", "x_gen", "x_g", "x_p", "g", "reg_g", "reg_p")     # the port's order

@@ -30,6 +30,16 @@ MIN_SLOTS = 8           # slots per member: at batch 4 (e = 128) the blocks were
 MAX_FILL = 0.5          # blocks' rows / wide rows (mean R_t / slots per member): at batch 16 and 5 actions about 0.35
 
 
+def wide_transitions(W: torch.Tensor) -> torch.Tensor:
+    """The wide layout: (A, E, E) -> (E, A*E), or a population's (P, A, E, E) -> (P, E, A*E); v @ wide gives all A
+    candidate products at once, column block a being v @ W_a (of member p)."""
+    if W.dim() == 3:
+        A, E, _ = W.shape
+        return W.permute(1, 0, 2).reshape(E, A * E)
+    P, A, E, _ = W.shape
+    return W.permute(0, 2, 1, 3).reshape(P, E, A * E)
+
+
 class TransitionProducts:
     """The products v_b W_{a_bt} of one chunk's steps, by the way `mode` picks (see the module docstring).
 
@@ -46,21 +56,21 @@ class TransitionProducts:
             raise ValueError(f"transition products: mode must be one of {MODES}, got {mode!r}")
         B, T = actions.shape
         self.A, self.P, self.E, self.B = n_actions, members, dim, B
+        self.blocks = False
+        if capturable or mode == "wide" or (mode == "auto" and (actions.device.type != "cpu" or dim < MIN_DIM
+                                                                or B // members < MIN_SLOTS)):
+            self._plan_wide(actions)
+            return
         group = actions.t().clamp(min=0)                                           # (T, B) action per slot
         if members > 1:
             group = group + n_actions * (torch.arange(B, device=actions.device) // (B // members))   # in [0, G)
-        self.blocks = False
-        # wide: slot b's block of its action a is row b * A + a of the (B * A, E) product
-        self.wide_rows = torch.arange(B, device=actions.device) * n_actions + actions.t().clamp(min=0)   # (T, B)
-        if capturable or mode == "wide" or (mode == "auto" and (actions.device.type != "cpu" or dim < MIN_DIM
-                                                                or B // members < MIN_SLOTS)):
-            return
         G = members * n_actions
         counts = torch.zeros(T, G, dtype=torch.long, device=actions.device).scatter_add_(
             1, group, torch.ones_like(group))                                      # (T, G) slots per transition
         R = counts.amax(1)                                                         # (T,) the largest group
         R_list = R.tolist()                                                        # the one host read
         if mode == "auto" and sum(R_list) > MAX_FILL * T * (B // members):
+            self._plan_wide(actions)
             return
         # rank of each slot within its group at its step (stable: slots in order), then its row in the blocks
         order = torch.sort(group, dim=1, stable=True).indices                      # (T, B)
@@ -72,15 +82,16 @@ class TransitionProducts:
         self.R, self.G, self.blocks = R_list, G, True
         self._buffers = None
 
+    def _plan_wide(self, actions: torch.Tensor) -> None:
+        """Slot b's block of its action a is row b * A + a of the (B * A, E) wide product: (T, B) rows."""
+        self.wide_rows = torch.arange(self.B, device=actions.device) * self.A + actions.t().clamp(min=0)
+
     def weights(self, W: torch.Tensor) -> torch.Tensor:
         """The layout the products read: W (A, E, E) or (P, A, E, E) -> blocks (G, E, E), or wide (E, A*E) /
         (P, E, A*E). Pass W.transpose(-1, -2) for the backward's d W_a^T."""
-        E = self.E
         if self.blocks:
-            return W.reshape(self.G, E, E).contiguous()
-        if W.dim() == 3:                                                           # one model
-            return W.permute(1, 0, 2).reshape(E, self.A * E)
-        return W.permute(0, 2, 1, 3).reshape(self.P, E, self.A * E)             # a population (of any size)
+            return W.reshape(self.G, self.E, self.E).contiguous()
+        return wide_transitions(W)                    # by W's shape: a population of one is (1, A, E, E)
 
     def __call__(self, v: torch.Tensor, t: int, weights: torch.Tensor, out: torch.Tensor | None = None):
         """v (B, E) -> (B, E): row b is v_b times the transition slot b took at step t (written into out)."""
